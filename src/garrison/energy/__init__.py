@@ -1,0 +1,1 @@
+"""Energy meters and attribution (see issue: Energy)."""

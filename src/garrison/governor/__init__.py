@@ -1,0 +1,1 @@
+"""The arbiter between training and serving (see issue: the governor)."""

@@ -1,0 +1,1 @@
+"""Executors that carry out the governor's decisions."""

@@ -1,0 +1,1 @@
+"""Accelerator catalog, device discovery and power-limit control (arrives with the energy and governor issues)."""

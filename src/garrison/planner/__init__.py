@@ -1,0 +1,1 @@
+"""Fleet simulator in simulated time (see issue: the planner)."""

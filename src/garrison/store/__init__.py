@@ -1,0 +1,1 @@
+"""Durable state: requests, jobs, decisions (see issues: governor, service)."""

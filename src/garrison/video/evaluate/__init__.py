@@ -1,0 +1,1 @@
+"""Faithfulness judge for built-in clips."""

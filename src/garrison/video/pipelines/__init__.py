@@ -1,0 +1,1 @@
+"""Pipelines: text -> Clip, and their analytic cost."""

@@ -1,0 +1,1 @@
+"""Samplers exposing set_timesteps() and step()."""

@@ -1,0 +1,1 @@
+"""Training loop, checkpoints and model card of the built-in model."""

@@ -1,0 +1,1 @@
+"""Shipped weights of the built-in model."""
