@@ -1,5 +1,5 @@
 """Plain types every layer shares. Imports nothing else from garrison."""
 
-from garrison.core.types import Clip, VideoSpec
+from garrison.core.types import ENERGY_SOURCES, Clip, Device, Measurement, VideoSpec
 
-__all__ = ["Clip", "VideoSpec"]
+__all__ = ["ENERGY_SOURCES", "Clip", "Device", "Measurement", "VideoSpec"]

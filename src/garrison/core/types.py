@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +75,58 @@ class Clip:
     @property
     def seconds(self) -> float:
         return self.num_frames / self.fps
+
+
+# --- energy and devices ------------------------------------------------------------------------------------------
+
+ENERGY_SOURCES = ("nvml", "rapl", "estimate")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device energy is measured on: a GPU (NVML) or the host CPU (RAPL package or estimate).
+
+    `id` is the key used everywhere a number is per device ("gpu:0", "cpu:0"); `chip` is the hardware catalog key
+    that gives its peak FLOP/s and TDP ("h100-sxm", "cpu"), None when the catalog does not know the part.
+    """
+
+    id: str
+    kind: str
+    index: int
+    name: str
+    chip: str | None = None
+    uuid: str | None = None
+    cores: int | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy over one metering window.
+
+    `source` says where the joules came from: "nvml" (the GPU's own counter or its integrated power readings),
+    "rapl" (the CPU package counter) or "estimate" (a stated model, no counter). `notes` carries every correction
+    the meter made (a counter wrap, a skipped reading) so that no adjusted number passes silently.
+    `busy_s_by_device` is the device's busy time in the window where the meter saw it (CPU-seconds for a CPU).
+    """
+
+    name: str
+    seconds: float
+    joules_by_device: dict[str, float]
+    source: str
+    start_unix_s: float = 0.0
+    notes: tuple[str, ...] = ()
+    busy_s_by_device: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in ENERGY_SOURCES:
+            raise ValueError(f"energy source must be one of {ENERGY_SOURCES}, got {self.source!r}")
+        if not self.seconds >= 0:
+            raise ValueError(f"window seconds must be >= 0, got {self.seconds}")
+        for device_id, joules in self.joules_by_device.items():
+            if not (joules >= 0 and joules != float("inf")):
+                raise ValueError(f"joules for {device_id} must be finite and >= 0, got {joules}")
+
+    @property
+    def joules(self) -> float:
+        """Total joules over all metered devices."""
+        return math.fsum(self.joules_by_device.values())

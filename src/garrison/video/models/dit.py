@@ -82,6 +82,7 @@ def rope_angles(grid: tuple[int, int, int], dims: tuple[int, int, int], device: 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, heads, N, head_dim); rotate consecutive pairs."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.flatten(-2).to(x.dtype)
 
@@ -175,6 +176,9 @@ class SpacetimeDiT(nn.Module):
         self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Linear(w, 2 * w)
         self.head = nn.Linear(w, cfg.patch_dim)
+        self._grid_cache: dict[
+            tuple[tuple[int, int, int], str], tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+        ] = {}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -210,6 +214,19 @@ class SpacetimeDiT(nn.Module):
             b, c.channels, gt * c.patch_t, gh * c.patch_hw, gw * c.patch_hw
         )
 
+    def _grid_constants(
+        self, grid: tuple[int, int, int], device: torch.device
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Position features and rotary cos/sin of a token grid, computed once per grid (a handful exist)."""
+        key = (grid, str(device))
+        if key not in self._grid_cache:
+            ang = rope_angles(grid, self.cfg.rope_dims, device)
+            self._grid_cache[key] = (
+                fractional_position_features(grid, self.cfg.pos_freqs, device),
+                (ang.cos(), ang.sin()),
+            )
+        return self._grid_cache[key]
+
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor
     ) -> torch.Tensor:
@@ -217,11 +234,8 @@ class SpacetimeDiT(nn.Module):
         text_states (B, L, text_dim); text_mask (B, L) bool, True for real tokens."""
         grid = self.grid(*x.shape[2:])
         tokens = self.patch_embed(self.patchify(x))
-        tokens = tokens + self.pos_embed(fractional_position_features(grid, self.cfg.pos_freqs, x.device)).to(
-            tokens.dtype
-        )
-        ang = rope_angles(grid, self.cfg.rope_dims, x.device)
-        rope = (ang.cos(), ang.sin())
+        pos_features, rope = self._grid_constants(grid, x.device)
+        tokens = tokens + self.pos_embed(pos_features.to(tokens.dtype))
 
         m = text_mask.to(text_states.dtype)[..., None]
         pooled = (text_states * m).sum(1) / m.sum(1).clamp(min=1.0)

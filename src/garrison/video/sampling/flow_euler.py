@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 
 
+NUM_TRAIN_TIMESTEPS = 1000
+
+
 class FlowMatchEulerSampler:
     def __init__(self, shift: float = 3.0) -> None:
         self.shift = shift
@@ -17,12 +20,19 @@ class FlowMatchEulerSampler:
         self.timesteps = self.sigmas[:-1]
         self._index = 0
 
+    def _shifted(self, s: torch.Tensor) -> torch.Tensor:
+        return self.shift * s / (1 + (self.shift - 1) * s)
+
     def set_timesteps(self, num_steps: int) -> None:
-        """Evenly spaced noise levels from 1 to 1/num_steps, shifted towards noise; a final 0 ends the path."""
+        """Noise levels evenly spaced in the training range, shifted towards noise; a final 0 ends the path.
+
+        As diffusers does: the range runs from 1 down to the shifted smallest training level (1/1000), and the
+        shift is applied to the evenly spaced levels once more.
+        """
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        s = torch.linspace(1.0, 1.0 / num_steps, num_steps, dtype=torch.float64)
-        s = self.shift * s / (1 + (self.shift - 1) * s)
+        lowest = self._shifted(torch.tensor(1.0 / NUM_TRAIN_TIMESTEPS, dtype=torch.float64))
+        s = self._shifted(torch.linspace(1.0, float(lowest), num_steps, dtype=torch.float64))
         self.sigmas = torch.cat([s, torch.zeros(1, dtype=torch.float64)]).float()
         self.timesteps = self.sigmas[:-1]
         self._index = 0

@@ -68,7 +68,9 @@ def load_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def load_model(directory: Path | None = None, device: str | torch.device = "cpu") -> tuple[SpacetimeDiT, dict[str, Any]]:
+def load_model(
+    directory: Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[SpacetimeDiT, dict[str, Any]]:
     """Load a checkpoint's EMA weights in fp32 for inference. Raises CheckpointError on anything wrong."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

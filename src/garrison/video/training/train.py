@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from garrison.video.data.stream import stream_batches
+from garrison.video.data.stream import render_batch, stream_plans
 from garrison.video.models.dit import DiTConfig, SpacetimeDiT
 from garrison.video.models.text_encoder import TextEncoder
 from garrison.video.training.checkpoint import load_train_state, save_train_state, save_weights
@@ -106,19 +106,20 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    step, wall_s, log = 0, 0.0, []
+    step, wall_s, log, clips_seen = 0, 0.0, [], 0
     state = load_train_state(out) if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         step, wall_s, log = state["step"], state["wall_s"], state["log"]
+        clips_seen = state.get("clips_seen", 0)
         torch.set_rng_state(state["torch_rng"])
 
     text_encoder = TextEncoder(device)
-    batches = stream_batches(cfg.seed, cfg.batch_tokens)
-    for _ in range(step):  # replay the data stream to where the run stopped (rendering is cheap)
-        next(batches)
+    plans = stream_plans(cfg.seed, cfg.batch_tokens)
+    for _ in range(step):  # replay the data stream to where the run stopped, without rendering
+        next(plans)
     caption_rng = random.Random(cfg.seed + 1 + step)
 
     def save(step_now: int) -> None:
@@ -131,6 +132,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
                 "step": step_now,
                 "wall_s": wall_s,
                 "log": log,
+                "clips_seen": clips_seen,
                 "torch_rng": torch.get_rng_state(),
                 "config": asdict(cfg),
             },
@@ -142,7 +144,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     t_last = time.perf_counter()
     loss_acc, n_acc = 0.0, 0
     while step < cfg.steps:
-        batch = next(batches)
+        batch = render_batch(next(plans))
         captions = ["" if caption_rng.random() < cfg.cfg_dropout else c for c in batch.captions]
         text_states, text_mask = text_encoder.encode(captions)
         x0 = frames_to_tensor(batch.frames, device)
@@ -160,13 +162,15 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         step += 1
+        clips_seen += len(batch.captions)
         now = time.perf_counter()
         wall_s += now - t_last
         t_last = now
-        loss_acc += float(loss)
+        loss_value = loss.detach().item()
+        loss_acc += loss_value
         n_acc += 1
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss_value)
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.append({"step": step, "loss": loss_acc / n_acc, "wall_s": round(wall_s, 1), "lr": lr})
             loss_acc, n_acc = 0.0, 0
@@ -176,7 +180,14 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
             save(step)
     if step == 0:
         save(0)
-    return {"steps": step, "wall_s": wall_s, "device": str(device), "machine": machine_description(device), "log": log}
+    return {
+        "steps": step,
+        "clips_seen": clips_seen,
+        "wall_s": wall_s,
+        "device": str(device),
+        "machine": machine_description(device),
+        "log": log,
+    }
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

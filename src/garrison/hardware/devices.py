@@ -1,0 +1,91 @@
+"""Device discovery: the NVIDIA GPUs NVML can see, else the host CPU as one device.
+
+NVML is reached through `nvidia-ml-py` (the `pynvml` module NVIDIA publishes); it is tried only when importable and
+a driver answers `nvmlInit`. Every way that can fail (no package, no driver, no GPU) is a reason string, never an
+exception, so that a CPU-only machine discovers its CPU and says why it found no GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from garrison.core.types import Device
+from garrison.hardware.catalog import Chip, get_chip, load_catalog, match_nvml_name
+from garrison.hardware.cpu import CpuPowerModel, cpu_chip, cpu_core_count, cpu_model_name, cpu_peak
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What discovery found: the devices, which backend found them ("nvml" or "cpu"), and why."""
+
+    devices: list[Device]
+    backend: str
+    reason: str
+
+
+def cpu_device() -> Device:
+    """The host CPU as one device: "cpu:0", all logical CPUs."""
+    return Device(id="cpu:0", kind="cpu", index=0, name=cpu_model_name(), chip="cpu", cores=cpu_core_count())
+
+
+def _text(value: str | bytes) -> str:
+    # Older pynvml releases return bytes for names and UUIDs, newer ones str.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nvml_gpus() -> tuple[list[Device], str]:
+    """GPUs visible to NVML, and a sentence saying what happened (why none were found, if none were)."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], "nvidia-ml-py (pynvml) is not installed"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return [], f"NVML did not start ({exc}): no NVIDIA driver on this machine"
+    try:
+        catalog = load_catalog()
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = _text(pynvml.nvmlDeviceGetName(handle))
+            chip = match_nvml_name(name, catalog)
+            if chip is None:
+                log.warning("GPU %d %r is not in the hardware catalog; add a chip JSON to know its peak", index, name)
+            gpus.append(
+                Device(
+                    id=f"gpu:{index}",
+                    kind="gpu",
+                    index=index,
+                    name=name,
+                    chip=chip.key if chip else None,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                )
+            )
+    except pynvml.NVMLError as exc:
+        return [], f"NVML started but listing GPUs failed ({exc})"
+    finally:
+        pynvml.nvmlShutdown()
+    if not gpus:
+        return [], "NVML found no GPU"
+    return gpus, f"NVML found {len(gpus)} GPU(s)"
+
+
+def discover_devices() -> Discovery:
+    """NVML GPUs when there are any, else the CPU as one device."""
+    gpus, reason = nvml_gpus()
+    if gpus:
+        return Discovery(devices=gpus, backend="nvml", reason=reason)
+    return Discovery(devices=[cpu_device()], backend="cpu", reason=f"{reason}; using the CPU as the device")
+
+
+def chip_for_device(device: Device, power: CpuPowerModel | None = None) -> Chip:
+    """The catalog chip of a device; for the CPU, its measured (cached) peak with the per-core power assumption."""
+    if device.kind == "cpu":
+        return cpu_chip(cpu_peak(), power)
+    if device.chip is None:
+        raise ValueError(f"device {device.id} ({device.name}) is not in the hardware catalog; add a chip JSON for it")
+    return get_chip(device.chip)

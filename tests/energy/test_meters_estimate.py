@@ -1,0 +1,110 @@
+"""Estimate meter: the stated model's arithmetic on a written /proc, and its bounds on the real one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from garrison.energy.meters import EstimateMeter, ReplayClock
+from garrison.hardware.cpu import CLOCK_TICKS_PER_S, CpuPowerModel
+
+MODEL = CpuPowerModel(active_w_per_core=5.0, idle_w_per_core=1.0, cores=2)
+
+
+def write_stat(proc, busy_ticks: int, idle_ticks: int = 10_000) -> None:
+    # user nice system idle iowait irq softirq steal: busy split over user and system
+    proc.mkdir(exist_ok=True)
+    (proc / "stat").write_text(f"cpu  {busy_ticks - busy_ticks // 4} 0 {busy_ticks // 4} {idle_ticks} 0 0 0 0 0 0\n")
+
+
+def test_model_arithmetic_on_a_written_proc(tmp_path):
+    write_stat(tmp_path, busy_ticks=1000)
+    clock = ReplayClock(start_s=100.0)
+    meter = EstimateMeter(power=MODEL, proc_root=tmp_path, clock=clock)
+    meter.begin_window("gen")
+    write_stat(tmp_path, busy_ticks=1000 + 3 * CLOCK_TICKS_PER_S)  # 3 CPU-seconds of work
+    clock.now_s = 104.0
+    m = meter.end_window("gen")
+    assert m.source == "estimate"
+    assert m.seconds == 4.0
+    assert m.busy_s_by_device == {"cpu:0": pytest.approx(3.0)}
+    assert m.joules == pytest.approx(2 * 1.0 * 4.0 + (5.0 - 1.0) * 3.0)
+
+
+def test_busy_time_beyond_the_cores_is_noted_not_capped(tmp_path):
+    write_stat(tmp_path, busy_ticks=0)
+    clock = ReplayClock()
+    meter = EstimateMeter(power=MODEL, proc_root=tmp_path, clock=clock)
+    meter.begin_window("gen")
+    write_stat(tmp_path, busy_ticks=10 * CLOCK_TICKS_PER_S)  # 10 CPU-seconds in 1 s on 2 cores: impossible
+    clock.now_s = 1.0
+    m = meter.end_window("gen")
+    assert m.joules == pytest.approx(MODEL.idle_w * 1.0 + 4.0 * 10.0)
+    assert any("exceeds 2 cores" in note for note in m.notes)
+
+
+def test_one_tick_of_quantization_is_not_flagged_and_laps_telescope(tmp_path):
+    # /proc/stat's 10 ms ticks: a 50 ms window on a full machine may see 60 ms per core; no note for that,
+    # and no cap either, so the next (short) window's deficit evens it out.
+    write_stat(tmp_path, busy_ticks=0)
+    clock = ReplayClock()
+    meter = EstimateMeter(power=MODEL, proc_root=tmp_path, clock=clock)
+    meter.begin_window("run")
+    meter.begin_window("tick")
+    write_stat(tmp_path, busy_ticks=12)  # 0.12 CPU-s in 0.05 s on 2 cores
+    clock.now_s = 0.05
+    first = meter.lap("tick")
+    write_stat(tmp_path, busy_ticks=20)  # 0.08 CPU-s in the next 0.05 s
+    clock.now_s = 0.10
+    second = meter.end_window("tick")
+    whole = meter.end_window("run")
+    assert first.notes == () and second.notes == ()
+    assert first.joules + second.joules == pytest.approx(whole.joules)
+    assert whole.joules == pytest.approx(MODEL.idle_w * 0.1 + 4.0 * 0.2)
+
+
+def test_busy_time_going_backwards_is_held_and_noted(tmp_path):
+    write_stat(tmp_path, busy_ticks=5000)
+    clock = ReplayClock()
+    meter = EstimateMeter(power=MODEL, proc_root=tmp_path, clock=clock)
+    meter.begin_window("gen")
+    write_stat(tmp_path, busy_ticks=4000)
+    clock.now_s = 2.0
+    m = meter.end_window("gen")
+    assert m.joules == pytest.approx(MODEL.idle_w * 2.0)  # no negative work
+    assert any("went backwards" in note for note in m.notes)
+
+
+def test_unreadable_proc_falls_back_to_own_cpu_time_and_says_so(tmp_path):
+    meter = EstimateMeter(power=MODEL, proc_root=tmp_path / "no-proc")
+    assert meter.scope == "process"
+    meter.begin_window("gen")
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    m = meter.end_window("gen")
+    assert m.busy_s_by_device["cpu:0"] >= 0.15
+    assert m.joules >= MODEL.idle_w * m.seconds + (MODEL.active_w_per_core - MODEL.idle_w_per_core) * 0.15
+    assert any("this process's only" in note for note in m.notes)
+    assert meter.info()["busy_time_scope"] == "process"
+
+
+def test_real_proc_stays_within_the_model_bounds():
+    meter = EstimateMeter(power=MODEL)
+    assert meter.scope == "machine"
+    meter.begin_window("work")
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:
+        pass
+    m = meter.end_window("work")
+    # at least this process's busy time, at most every core busy
+    assert m.busy_s_by_device["cpu:0"] > 0.1
+    assert MODEL.idle_w * m.seconds < m.joules <= MODEL.tdp_w * m.seconds + 1e-9
+
+
+def test_info_states_the_assumptions():
+    info = EstimateMeter(power=MODEL).info()
+    assert info["source"] == "estimate"
+    assert info["active_w_per_core"] == 5.0 and info["idle_w_per_core"] == 1.0 and info["cores"] == 2
+    assert "idle_w_per_core" in info["model"]

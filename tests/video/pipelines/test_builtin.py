@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from garrison.core.types import InvalidSpecError, VideoSpec
+from garrison.video.pipelines.builtin import check_spec, resolve_size
+
+PROMPT = "a red circle moving right on a black background"
+
+
+def test_same_seed_same_clip_other_seed_other_clip(pipeline):
+    a = pipeline(VideoSpec(PROMPT, seed=3, steps=4))
+    b = pipeline(VideoSpec(PROMPT, seed=3, steps=4))
+    c = pipeline(VideoSpec(PROMPT, seed=4, steps=4))
+    assert np.array_equal(a.clip.frames, b.clip.frames)
+    assert not np.array_equal(a.clip.frames, c.clip.frames)
+
+
+def test_every_native_size_and_duration_has_the_right_shape(pipeline):
+    for seconds, (w, h) in [(2, (64, 64)), (4, (112, 64)), (2, (64, 112))]:
+        g = pipeline(VideoSpec(PROMPT, seconds=seconds, width=w, height=h, steps=2))
+        assert g.clip.frames.shape == (seconds * 8, h, w, 3)
+        assert not g.scaled and g.native_size == f"{w}x{h}"
+
+
+def test_openai_sizes_are_rendered_natively_and_scaled(pipeline):
+    g = pipeline(VideoSpec(PROMPT, width=720, height=1280, steps=2))
+    assert g.clip.frames.shape == (16, 1280, 720, 3)
+    assert g.scaled and g.native_size == "64x112"
+
+
+def test_progress_reports_every_step_and_flops_are_counted(pipeline):
+    seen = []
+    g = pipeline(VideoSpec(PROMPT, steps=5), progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5) for i in range(1, 6)]
+    assert g.flops == pipeline.estimate_flops(VideoSpec(PROMPT, steps=5)) > 0
+    guided_off = pipeline.estimate_flops(VideoSpec(PROMPT, steps=5, guidance=1.0))
+    assert guided_off < g.flops  # no unconditional half
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (VideoSpec(PROMPT, seconds=3), "seconds must be one of"),
+        (VideoSpec(PROMPT, width=100, height=100), "not supported"),
+        (VideoSpec("", steps=4), "empty"),
+        (VideoSpec(PROMPT, steps=0), "steps"),
+    ],
+)
+def test_bad_specs_fail_before_work(spec, message):
+    with pytest.raises(InvalidSpecError, match=message):
+        check_spec(spec)
+
+
+def test_resolve_size():
+    assert resolve_size(112, 64) == ((112, 64), False)
+    assert resolve_size(1792, 1024) == ((112, 64), True)

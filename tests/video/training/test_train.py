@@ -1,0 +1,52 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from garrison.video.models.dit import DiTConfig
+from garrison.video.training.checkpoint import CheckpointError, load_model
+from garrison.video.training.train import TrainConfig, train
+
+TINY = DiTConfig(width=32, depth=1, heads=2)
+
+
+def tiny_config(out: Path, steps: int) -> TrainConfig:
+    return TrainConfig(out_dir=str(out), steps=steps, batch_tokens=512, warmup_steps=2, checkpoint_every=2,
+                       log_every=1, model=TINY, bf16=False)
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
+    summary = train(tiny_config(tmp_path, 30), resume=False)
+    losses = [entry["loss"] for entry in summary["log"]]
+    assert summary["steps"] == 30 and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    model, config = load_model(tmp_path)
+    assert config["trained_steps"] == 30 and model.cfg.width == 32
+    assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()] == list(
+        range(1, 31)
+    )
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_config(straight, 6), resume=False)
+    train(tiny_config(resumed, 4), resume=False)
+    summary = train(tiny_config(resumed, 6), resume=True)
+    assert summary["steps"] == 6
+    a, _ = load_model(straight)
+    b, _ = load_model(resumed)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    train(tiny_config(tmp_path, 2), resume=False)
+    (tmp_path / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path)
+    (tmp_path / "train_state.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(tiny_config(tmp_path, 4), resume=True)
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model(tmp_path / "nowhere")
