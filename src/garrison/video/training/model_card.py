@@ -39,7 +39,14 @@ def run_faithfulness(
         return pipeline(VideoSpec(prompt, seconds, width, height, steps, guidance, clip_seed)).clip.frames
 
     report = evaluate(generate, load_prompt_sets(), limit_per_set=limit, seed=seed, progress=progress)
-    return report.as_dict()
+    return {
+        "all_four": report.all_four,
+        "sets": {
+            name: {"n": r.n, **r.accuracy, "all": r.all_four, "by_assignment": r.by_assignment}
+            for name, r in report.sets.items()
+        },
+        "failures": report.failures,
+    }
 
 
 def finish_run(
