@@ -25,9 +25,17 @@ def main() -> None:
         name: {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items() if not isinstance(v, dict)}
         for name, s in report["sets"].items()
     }
-    print(json.dumps({"benchmark": "faithfulness", "limit_per_set": args.limit, "sets": sets,
-                      "targets_all_four": {"template": 0.90, "paraphrases": 0.80},
-                      "wall_s": round(time.perf_counter() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "faithfulness",
+                "limit_per_set": args.limit,
+                "sets": sets,
+                "targets_all_four": {"template": 0.90, "paraphrases": 0.80},
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

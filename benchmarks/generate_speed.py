@@ -20,9 +20,7 @@ from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS, Bu
 
 CASES = {
     "2s_square_64x64": VideoSpec("a red circle moving right on a black background", seconds=2, width=64, height=64),
-    "4s_landscape_112x64": VideoSpec(
-        "a blue square moving up on a gray background", seconds=4, width=112, height=64
-    ),
+    "4s_landscape_112x64": VideoSpec("a blue square moving up on a gray background", seconds=4, width=112, height=64),
 }
 TARGETS_S = {"2s_square_64x64": 2.0, "4s_landscape_112x64": 6.0}
 

@@ -65,11 +65,29 @@ def main() -> None:
     for label, layers in (("matched_params", best), ("matched_depth", cfg.depth)):
         peer = wan(cfg, layers).eval().to(torch.bfloat16)
         peer_s = time_forward(lambda p=peer: p(x, t * 1000, text, return_dict=False))
-        rows.append({"match": label, "peer_layers": layers, "peer_params": params(peer), "peer_step_s": round(peer_s, 4),
-                     "ratio_peer_over_ours": round(peer_s / ours_s, 3)})
-    print(json.dumps({"benchmark": "peer_step_ratio", "tokens": 256, "batch": 2, "dtype": "bfloat16",
-                      "threads": torch.get_num_threads(), "ours_params": params(ours), "ours_step_s": round(ours_s, 4),
-                      "peers": rows}))
+        rows.append(
+            {
+                "match": label,
+                "peer_layers": layers,
+                "peer_params": params(peer),
+                "peer_step_s": round(peer_s, 4),
+                "ratio_peer_over_ours": round(peer_s / ours_s, 3),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "peer_step_ratio",
+                "tokens": 256,
+                "batch": 2,
+                "dtype": "bfloat16",
+                "threads": torch.get_num_threads(),
+                "ours_params": params(ours),
+                "ours_step_s": round(ours_s, 4),
+                "peers": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

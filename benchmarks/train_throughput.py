@@ -31,10 +31,19 @@ def main() -> None:
     timed = stamps[args.warmup :]
     s_per_step = (timed[-1] - timed[0]) / (len(timed) - 1)
     device = pick_device(args.device)
-    print(json.dumps({"benchmark": "train_throughput", "machine": machine_description(device),
-                      "threads": torch.get_num_threads(), "s_per_step": round(s_per_step, 3),
-                      "recipe_steps": recipe.steps, "projected_recipe_min": round(s_per_step * recipe.steps / 60, 1),
-                      "target_cpu_min": 150}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "machine": machine_description(device),
+                "threads": torch.get_num_threads(),
+                "s_per_step": round(s_per_step, 3),
+                "recipe_steps": recipe.steps,
+                "projected_recipe_min": round(s_per_step * recipe.steps / 60, 1),
+                "target_cpu_min": 150,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ def test_generate_writes_an_mp4_and_reports_the_contract_fields(tmp_path):
 def test_batch_mode_writes_one_clip_and_one_json_line_per_prompt(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"# a comment\n{PROMPT}\n\na blue ball sliding up on a black backdrop\n")
-    result = run("generate", "--prompts", str(prompts), "--out-dir", str(tmp_path / "clips"), "--steps", "2",
-                 "--json")
+    result = run("generate", "--prompts", str(prompts), "--out-dir", str(tmp_path / "clips"), "--steps", "2", "--json")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert len(records) == 2
@@ -87,12 +86,28 @@ def test_train_checkpoints_resumes_and_writes_a_model_card(tmp_path):
     assert card["steps"] == 2 and card["machine"] and card["wall_s"] > 0
     assert set(card["faithfulness"]["sets"]) == {"template", "synonyms", "paraphrases"}
     assert (out / "model_card.md").read_text().startswith("# Model card")
-    resumed = run("train", "--steps", "3", "--batch-tokens", "256", "--out", str(out), "--eval-limit", "1",
-                  "--json", "--export", str(tmp_path / "export"))
+    resumed = run(
+        "train",
+        "--steps",
+        "3",
+        "--batch-tokens",
+        "256",
+        "--out",
+        str(out),
+        "--eval-limit",
+        "1",
+        "--json",
+        "--export",
+        str(tmp_path / "export"),
+    )
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 3
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
-        "config.json", "model.safetensors", "model_card.json", "model_card.md"]
+        "config.json",
+        "model.safetensors",
+        "model_card.json",
+        "model_card.md",
+    ]
 
 
 def test_train_refuses_bad_settings():

@@ -30,8 +30,12 @@ def test_one_model_runs_every_duration_and_aspect(seconds, aspect):
 
 def test_rejects_a_clip_off_the_patch_grid():
     with pytest.raises(ValueError, match="not a multiple of the patch"):
-        SpacetimeDiT(SMALL)(torch.randn(1, 3, 10, 64, 64), torch.tensor([0.5]), torch.randn(1, 2, 384),
-                            torch.ones(1, 2, dtype=torch.bool))
+        SpacetimeDiT(SMALL)(
+            torch.randn(1, 3, 10, 64, 64),
+            torch.tensor([0.5]),
+            torch.randn(1, 2, 384),
+            torch.ones(1, 2, dtype=torch.bool),
+        )
 
 
 def test_padding_tokens_of_the_text_are_ignored():
@@ -44,8 +48,9 @@ def test_padding_tokens_of_the_text_are_ignored():
     short = model(x, torch.tensor([0.3]), text, torch.ones(1, 4, dtype=torch.bool))
     padded_text = torch.cat([text, torch.randn(1, 3, 384) * 100], dim=1)
     padded_mask = torch.tensor([[True] * 4 + [False] * 3])
-    padded = model(x, torch.tensor([0.3]), padded_text * torch.cat([torch.ones(4), torch.zeros(3)])[None, :, None],
-                   padded_mask)
+    padded = model(
+        x, torch.tensor([0.3]), padded_text * torch.cat([torch.ones(4), torch.zeros(3)])[None, :, None], padded_mask
+    )
     assert torch.allclose(short, padded, atol=1e-4)
 
 

@@ -12,8 +12,16 @@ TINY = DiTConfig(width=32, depth=1, heads=2)
 
 
 def tiny_config(out: Path, steps: int) -> TrainConfig:
-    return TrainConfig(out_dir=str(out), steps=steps, batch_tokens=512, warmup_steps=2, checkpoint_every=2,
-                       log_every=1, model=TINY, bf16=False)
+    return TrainConfig(
+        out_dir=str(out),
+        steps=steps,
+        batch_tokens=512,
+        warmup_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        model=TINY,
+        bf16=False,
+    )
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-
 NUM_TRAIN_TIMESTEPS = 1000
 
 
