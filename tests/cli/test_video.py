@@ -21,11 +21,14 @@ def test_generate_writes_an_mp4_and_reports_the_contract_fields(tmp_path):
     result = run("generate", PROMPT, "--steps", "3", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    for field in ("path", "seconds", "flops", "model", "duration_s", "size", "native_size", "seed", "steps"):
+    for field in ("path", "seconds", "flops", "model", "duration_s", "size", "native_size", "seed", "steps", "joules",
+                  "energy_source", "cost_usd", "co2_g", "efficiency_vs_limit"):
         assert field in record, field
     clip = read_mp4(out)
     assert clip.frames.shape == (16, 64, 64, 3) and clip.fps == 8
     assert record["flops"] > 1e9 and record["seconds"] > 0
+    assert record["joules"] > 0 and record["energy_source"] in ("estimate", "rapl", "nvml")
+    assert record["efficiency_vs_limit"] >= 1.0  # nothing beats the hardware's peak FLOP per joule
 
 
 def test_batch_mode_writes_one_clip_and_one_json_line_per_prompt(tmp_path):

@@ -51,7 +51,7 @@ def _print_info(info: dict[str, Any]) -> None:
     peak = info["cpu_peak"]
     flops = ", ".join(f"{dtype} {value / 1e9:.1f} GFLOP/s" for dtype, value in peak["peak_flops_by_dtype"].items())
     typer.echo(
-        f"cpu peak: {flops} (torch matmul n={peak['matrix_n']}, {peak['threads']} threads, "
+        f"cpu peak: {flops} (torch matmul n={peak['matrix_n']}, one thread timed by CPU time x {peak['threads']}, "
         f"load average {peak['loadavg_1m']:.1f} when measured; cached in {peak['cache']})"
     )
     tariff, carbon = info["pricing"]["tariff"], info["pricing"]["carbon"]

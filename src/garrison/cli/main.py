@@ -23,6 +23,9 @@ _video.register(app)
 from garrison.cli import energy as _energy  # noqa: E402
 
 _energy.register(app)
+from garrison.cli import shield as _shield  # noqa: E402
+
+_shield.register(app)
 # --- end of sub-command registrations ------------------------------------------------------------------------------
 
 

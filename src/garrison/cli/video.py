@@ -120,11 +120,18 @@ def register(app: typer.Typer) -> None:
         except (InvalidSpecError, VideoIOError, OSError) as e:
             fail(str(e))
 
+        from garrison.energy.meters import get_meter
+        from garrison.energy.report import energy_fields
+        from garrison.hardware.devices import cpu_device
+
         pipeline = _load_pipeline(checkpoint)
+        meter, device = get_meter(), cpu_device()  # the built-in pipeline runs on the CPU
         with progress_bar(not as_json) as progress:
-            for job in jobs:
+            for n, job in enumerate(jobs):
                 task = progress.add_task(job.spec.prompt[:40], total=job.spec.steps)
+                meter.begin_window(f"generate-{n}")
                 result = pipeline(job.spec, lambda i, n, task=task: progress.update(task, completed=i))
+                measurement = meter.end_window(f"generate-{n}")
                 try:
                     write_mp4(result.clip, job.out)
                 except (VideoIOError, OSError) as e:
@@ -142,15 +149,17 @@ def register(app: typer.Typer) -> None:
                     "scaled": result.scaled,
                     "frames": result.clip.num_frames,
                     "fps": result.clip.fps,
-                    "seconds": round(result.wall_s, 4),
                     "flops": result.flops,
+                    **energy_fields(measurement, result.flops, device, dtype="bf16" if pipeline.bf16 else "fp32"),
+                    "seconds": round(result.wall_s, 4),
                 }
                 if as_json:
                     print_json(record)
                 else:
                     err_console.print(
                         f"wrote [bold]{job.out}[/] ({record['frames']} frames {record['size']}, "
-                        f"{record['seconds']:.2f} s, {record['flops'] / 1e9:.1f} GFLOP)",
+                        f"{record['seconds']:.2f} s, {record['flops'] / 1e9:.1f} GFLOP, "
+                        f"{record['joules']:.1f} J {record['energy_source']})",
                         highlight=False,
                     )
 

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RAPL_ROOT = Path("/sys/class/powercap")
 DEFAULT_PROC_ROOT = Path("/proc")
+# A snapshot reads its counters between two clock reads; if the two are further apart than this (the thread was
+# preempted mid-read), it reads again, up to SNAPSHOT_TRIES times, so that counters and time stay paired.
+MAX_READ_SKEW_S = 0.002
+SNAPSHOT_TRIES = 3
 # Highest package power a RAPL zone is assumed to draw when choosing how often to read it: a wrap of a 262 kJ counter
 # then takes at least 262 s, and reading every quarter of that can never miss one.
 RAPL_MAX_PLAUSIBLE_W = 1000.0
@@ -71,13 +75,24 @@ class NotSupportedError(Exception):
 
 
 @dataclass(frozen=True)
+class Reading:
+    """What a backend read: cumulative joules and busy seconds per device, corrected, and notes on any correction."""
+
+    joules_by_device: dict[str, float]
+    busy_s_by_device: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Counter state at one instant: cumulative joules and busy seconds per device, already corrected."""
+    """A Reading paired with the time it was taken: `time_s` is the middle of the read, `skew_s` half its span."""
 
     time_s: float
     unix_s: float
     joules_by_device: dict[str, float]
     busy_s_by_device: dict[str, float] = field(default_factory=dict)
+    skew_s: float = 0.0
+    notes: tuple[str, ...] = ()
 
 
 class Meter(ABC):
@@ -98,8 +113,28 @@ class Meter(ABC):
         return [d.id for d in self.devices]
 
     @abstractmethod
+    def _read(self) -> Reading:
+        """Read every device's cumulative counter now (called under the meter's lock)."""
+
     def _snapshot(self) -> Snapshot:
-        """Read every device's cumulative counter now (under the meter's lock)."""
+        notes: list[str] = []
+        for _ in range(SNAPSHOT_TRIES):
+            t0_s = self._clock()
+            reading = self._read()
+            t1_s = self._clock()
+            notes.extend(reading.notes)
+            if t1_s - t0_s <= MAX_READ_SKEW_S:
+                break
+        for text in reading.notes:
+            log.warning("%s meter: %s", self.source, text)
+        return Snapshot(
+            time_s=(t0_s + t1_s) / 2,
+            unix_s=time.time() - (t1_s - t0_s) / 2,
+            joules_by_device=reading.joules_by_device,
+            busy_s_by_device=reading.busy_s_by_device,
+            skew_s=(t1_s - t0_s) / 2,
+            notes=tuple(notes),
+        )
 
     def _energy_between(self, start: Snapshot, end: Snapshot, notes: list[str]) -> dict[str, float]:
         """Joules per device between two snapshots, appending to `notes` anything the window's figure should carry.
@@ -115,6 +150,7 @@ class Meter(ABC):
         return joules
 
     def _note(self, text: str) -> None:
+        """Record a correction made between window boundaries (by a background poll), with its time."""
         log.warning("%s meter: %s", self.source, text)
         self._notes.append((self._clock(), text))
 
@@ -148,7 +184,7 @@ class Meter(ABC):
             return list(self._windows)
 
     def _measure(self, name: str, start: Snapshot, end: Snapshot) -> Measurement:
-        notes = [text for t, text in self._notes if start.time_s < t <= end.time_s]
+        notes = [text for t, text in self._notes if start.time_s < t <= end.time_s] + list(end.notes)
         if not self._windows:  # nothing open can need older notes
             self._notes = [(t, text) for t, text in self._notes if t > end.time_s]
         joules = self._energy_between(start, end, notes)
@@ -214,35 +250,30 @@ class EstimateMeter(Meter):
             self._scope_note = f"{proc_root / 'stat'} unreadable ({exc}): busy time is this process's only"
             log.warning("estimate meter: %s", self._scope_note)
 
-    def _busy_s(self) -> float:
+    def _read(self) -> Reading:
         if self.scope == "machine":
             busy_s = read_cpu_times(self.proc_root).busy_s
         else:
             t = os.times()
             busy_s = t.user + t.system + t.children_user + t.children_system
+        notes: tuple[str, ...] = ()
         if self._last_busy_s is not None and busy_s < self._last_busy_s:
             # /proc/stat is documented as monotonic, but some kernels have stepped it back across CPU hotplug:
             # hold the last value so no window sees negative work, and say so.
-            self._note(f"busy CPU time went backwards by {self._last_busy_s - busy_s:.3f} s; held at last value")
+            notes = (f"busy CPU time went backwards by {self._last_busy_s - busy_s:.3f} s; held at last value",)
             busy_s = self._last_busy_s
         self._last_busy_s = busy_s
-        return busy_s
-
-    def _snapshot(self) -> Snapshot:
-        busy_s = self._busy_s()
-        return Snapshot(
-            time_s=self._clock(),
-            unix_s=time.time(),
-            joules_by_device={"cpu:0": 0.0},  # unused: energy comes from seconds and busy time
-            busy_s_by_device={"cpu:0": busy_s},
-        )
+        # joules are unused: the estimate's energy comes from seconds and busy time in _energy_between
+        return Reading(joules_by_device={"cpu:0": 0.0}, busy_s_by_device={"cpu:0": busy_s}, notes=notes)
 
     def _energy_between(self, start: Snapshot, end: Snapshot, notes: list[str]) -> dict[str, float]:
         seconds = end.time_s - start.time_s
         busy_s = end.busy_s_by_device["cpu:0"] - start.busy_s_by_device["cpu:0"]
-        # /proc/stat's 10 ms ticks may put up to one tick per core more into a window than it lasted; more than
-        # that means the power model counts fewer cores than /proc/stat does, and the figure is too high.
-        limit_s = self.power.core_count * (seconds + 2.0 / CLOCK_TICKS_PER_S)
+        # /proc/stat's 10 ms ticks may put up to one tick per core more into a window than it lasted, and each
+        # boundary's read took up to 2 x skew; more than that means the power model counts fewer cores than
+        # /proc/stat does, and the figure is too high.
+        slack_s = 2.0 / CLOCK_TICKS_PER_S + 2 * (start.skew_s + end.skew_s)
+        limit_s = self.power.core_count * (seconds + slack_s)
         if busy_s > limit_s:
             text = (
                 f"busy time {busy_s:.3f} CPU-s in {seconds:.3f} s exceeds {self.power.core_count} cores: "
@@ -379,7 +410,9 @@ class RaplMeter(Meter):
             raise MeterError(reason)
         return cls(zones, reason=reason, **kwargs)
 
-    def _read_zone_j(self, zone: RaplZone) -> float:
+    def _read_zone_j(self, zone: RaplZone) -> tuple[float, str | None]:
+        """The zone's energy since the meter started, wraps added; and a note if a wrap was corrected."""
+        note = None
         raw_uj = zone.read_uj()
         if raw_uj < 0:
             raise CounterError(f"{zone.path / 'energy_uj'} is negative ({raw_uj})")
@@ -395,17 +428,19 @@ class RaplMeter(Meter):
                     f"{zone.max_energy_range_uj}: not a RAPL counter this meter understands"
                 )
             zone.wraps += 1
-            self._note(f"{zone.name}: counter wrapped at {zone.max_energy_range_uj} uJ (wrap {zone.wraps})")
+            note = f"{zone.name}: counter wrapped at {zone.max_energy_range_uj} uJ (wrap {zone.wraps})"
         zone.last_raw_uj = raw_uj
-        return (raw_uj + zone.wraps * (zone.max_energy_range_uj or 0)) / 1e6
+        return (raw_uj + zone.wraps * (zone.max_energy_range_uj or 0)) / 1e6, note
 
     def poll(self) -> None:
         """Read every zone once so wraps are counted; the background thread calls this between windows."""
         with self._lock:
             for zone in self.zones:
-                self._read_zone_j(zone)
+                _, note = self._read_zone_j(zone)
+                if note:
+                    self._note(note)
 
-    def _snapshot(self) -> Snapshot:
+    def _read(self) -> Reading:
         busy: dict[str, float] = {}
         if len(self.zones) == 1:
             # With one package, the machine's busy time is that package's: attribution can use it.
@@ -413,9 +448,13 @@ class RaplMeter(Meter):
                 busy[self.zones[0].device_id] = read_cpu_times(self.proc_root).busy_s
             except (OSError, ValueError):
                 pass
-        # Read the counters before the clock: a wrap noted during these reads then falls inside the window it ends.
-        joules = {zone.device_id: self._read_zone_j(zone) for zone in self.zones}
-        return Snapshot(time_s=self._clock(), unix_s=time.time(), joules_by_device=joules, busy_s_by_device=busy)
+        joules: dict[str, float] = {}
+        notes: list[str] = []
+        for zone in self.zones:
+            joules[zone.device_id], note = self._read_zone_j(zone)
+            if note:
+                notes.append(note)
+        return Reading(joules_by_device=joules, busy_s_by_device=busy, notes=tuple(notes))
 
     def begin_window(self, name: str) -> None:
         super().begin_window(name)
@@ -572,19 +611,23 @@ class NvmlMeter(Meter):
             raise CounterError(f"{device.id}: energy counter read negative ({value_mj} mJ)")
         return value_mj
 
-    def poll_once(self) -> float:
-        """Take one power reading per polled GPU (what the background thread does every `poll_interval_s`).
+    def _poll(self) -> tuple[float, list[str]]:
+        """One power reading per polled GPU, all stamped with one time; returns that time and any notes."""
+        t_s = self._clock()
+        notes = []
+        for device in self.devices:
+            if device.id in self._integrators:
+                note = self._integrators[device.id].add(t_s, self.nvml.power_mw(device.index) / 1000.0)
+                if note:
+                    notes.append(note)
+        return t_s, notes
 
-        All readings of one poll share one timestamp, which is returned: a window boundary uses it as its time.
-        """
+    def poll_once(self) -> None:
+        """Take one power reading per polled GPU: what the background thread does every `poll_interval_s`."""
         with self._lock:
-            t_s = self._clock()
-            for device in self.devices:
-                if device.id in self._integrators:
-                    note = self._integrators[device.id].add(t_s, self.nvml.power_mw(device.index) / 1000.0)
-                    if note:
-                        self._note(note)
-            return t_s
+            _, notes = self._poll()
+            for note in notes:
+                self._note(note)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
@@ -593,8 +636,8 @@ class NvmlMeter(Meter):
             except Exception as exc:  # a failed poll must not kill the thread silently: log, keep polling
                 log.error("NVML power poll failed: %s", exc)
 
-    def _snapshot(self) -> Snapshot:
-        now_s = self.poll_once()  # a fresh reading at the boundary, so a window never ends on a stale one
+    def _read(self) -> Reading:
+        now_s, notes = self._poll()  # a fresh reading at the boundary, so a window never ends on a stale one
         joules: dict[str, float] = {}
         for device in self.devices:
             if device.id in self._integrators:
@@ -609,7 +652,7 @@ class NvmlMeter(Meter):
                 )
             self._last_mj[device.id] = value_mj
             joules[device.id] = value_mj / 1000.0
-        return Snapshot(time_s=now_s, unix_s=time.time(), joules_by_device=joules)
+        return Reading(joules_by_device=joules, notes=tuple(notes))
 
     def close(self) -> None:
         super().close()

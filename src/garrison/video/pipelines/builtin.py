@@ -86,6 +86,7 @@ class BuiltinPipeline:
     ) -> None:
         # Inference runs the weights in bf16 outright rather than under autocast: autocast re-casts every weight
         # on every call, which costs more than the matmuls at this model size.
+        self.bf16 = bf16
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.model = model.eval().to(self.dtype)
         self.text_encoder = text_encoder
