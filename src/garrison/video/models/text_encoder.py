@@ -52,10 +52,10 @@ class TextEncoder:
         return [(states[i, : int(n)].clone(), int(n)) for i, n in enumerate(lengths)]
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self._cache) + len(prompts) > self._cache_size:
+            self._cache.clear()  # before looking up what is missing, so every prompt of this call is encoded
         missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if missing:
-            if len(self._cache) + len(missing) > self._cache_size:
-                self._cache.clear()
             self._cache.update(zip(missing, self._encode_uncached(missing), strict=True))
         items = [self._cache[p] for p in prompts]
         length = max(n for _, n in items)
