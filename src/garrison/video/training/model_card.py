@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from garrison.core.types import VideoSpec
-from garrison.video.data.stream import DURATION_WEIGHTS
+from garrison.video.data.stream import DURATION_WEIGHTS, stream_plans
 from garrison.video.data.world import ASPECTS
 from garrison.video.pipelines.builtin import BuiltinPipeline
 from garrison.video.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
@@ -49,6 +49,12 @@ def run_faithfulness(
     }
 
 
+def clips_seen(cfg: TrainConfig, steps: int) -> int:
+    """Clips the run trained on, replayed from the deterministic data stream (plans only, nothing rendered)."""
+    plans = stream_plans(cfg.seed, cfg.batch_tokens)
+    return sum(len(next(plans).params) for _ in range(steps))
+
+
 def finish_run(
     cfg: TrainConfig, summary: dict[str, Any], eval_limit: int | None = 48, export: Path | None = None
 ) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def finish_run(
             "aspects": {k: f"{w}x{h}" for k, (w, h) in ASPECTS.items()},
             "batch_tokens": cfg.batch_tokens,
             "captions": "spec template 40%, spec synonyms 30%, training paraphrase frames 30%; 10% dropped for CFG",
-            "clips_seen": summary.get("clips_seen"),
+            "clips_seen": clips_seen(cfg, summary["steps"]),
         },
         "recipe": json.loads(json.dumps(asdict(cfg), default=str)),
         "final_loss": log[-1]["loss"] if log else None,
