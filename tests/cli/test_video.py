@@ -12,6 +12,12 @@ PROMPT = "a green square moving down on a gray background"
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def garrison_home(tmp_path, monkeypatch):
+    """Keys, registry and audit log of each test in its own folder."""
+    monkeypatch.setenv("GARRISON_HOME", str(tmp_path / "home"))
+
+
 def run(*args: str):
     return runner.invoke(app, list(args))
 
@@ -29,6 +35,19 @@ def test_generate_writes_an_mp4_and_reports_the_contract_fields(tmp_path):
     assert record["flops"] > 1e9 and record["seconds"] > 0
     assert record["joules"] > 0 and record["energy_source"] in ("estimate", "rapl", "nvml")
     assert record["efficiency_vs_limit"] >= 1.0  # nothing beats the hardware's peak FLOP per joule
+    assert record["policy"]["decision"] == "allow" and record["provenance"]["c2pa"] == "signed"
+    verified = run("verify", str(out), "--json")
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.stdout.strip().splitlines()[-1])
+    assert report["c2pa"] == "trusted" and report["watermark"]["detected"]
+    assert report["registry"]["request_id"] == record["provenance"]["request_id"]
+
+
+def test_a_refused_prompt_is_a_reason_and_no_file(tmp_path):
+    out = tmp_path / "clip.mp4"
+    result = run("generate", "Mickey Mouse waving at the crowd", "--out", str(out))
+    assert result.exit_code == 1 and "copyright" in result.output
+    assert not out.exists()
 
 
 def test_batch_mode_writes_one_clip_and_one_json_line_per_prompt(tmp_path):

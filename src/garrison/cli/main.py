@@ -26,6 +26,7 @@ _energy.register(app)
 from garrison.cli import shield as _shield  # noqa: E402
 
 _shield.register(app)
+_video.eval_app.command("policy")(_shield.eval_policy_command)
 # --- end of sub-command registrations ------------------------------------------------------------------------------
 
 

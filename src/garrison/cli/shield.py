@@ -44,8 +44,16 @@ def _read_prompts(path: Path) -> list[str]:
 
 def _decision_fields(prompt: str, decision: Any) -> dict[str, Any]:
     d = decision.to_dict()
-    return {"prompt": prompt, "decision": d["decision"], "category": d["category"], "reason": d["reason"],
-            "score": d["score"], "matched": d["matched"], "stage": d["stage"], "policy_version": d["policy_version"]}
+    return {
+        "prompt": prompt,
+        "decision": d["decision"],
+        "category": d["category"],
+        "reason": d["reason"],
+        "score": d["score"],
+        "matched": d["matched"],
+        "stage": d["stage"],
+        "policy_version": d["policy_version"],
+    }
 
 
 @policy_app.command("check")
@@ -71,7 +79,11 @@ def policy_check_command(
             print_json(out)
         else:
             label = "REFUSE" if out["decision"] == "refuse" else "allow "
-            why = f"  {out['category']} {out['reason']} (score {out['score']}, {out['matched']})" if out["category"] else ""
+            why = (
+                f"  {out['category']} {out['reason']} (score {out['score']}, {out['matched']})"
+                if out["category"]
+                else ""
+            )
             typer.echo(f"{label}{why}  {item!r}")
     if not json_out and len(items) > 1:
         typer.echo(f"{refused} of {len(items)} refused")
@@ -92,8 +104,10 @@ def verify_command(
         return
     wm = out["watermark"]
     typer.echo(f"c2pa:      {out['c2pa']}")
-    typer.echo(f"watermark: {'detected' if wm['detected'] else 'not detected'} (p={wm['p_value']}, "
-               f"bit accuracy {wm['bit_accuracy']}, payload {wm['payload']})")
+    typer.echo(
+        f"watermark: {'detected' if wm['detected'] else 'not detected'} (p={wm['p_value']}, "
+        f"bit accuracy {wm['bit_accuracy']}, payload {wm['payload']})"
+    )
     reg = out["registry"]
     typer.echo(f"registry:  {'request ' + str(reg['request_id']) if reg['match'] else 'no match'}")
     if out.get("error"):
@@ -102,7 +116,9 @@ def verify_command(
 
 @audit_app.command("verify")
 def audit_verify_command(
-    log: Annotated[Path | None, typer.Option("--log", help="Audit log file (default: $GARRISON_HOME/audit.log).")] = None,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Audit log file (default: $GARRISON_HOME/audit.log).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Walk the hash chain; exit 1 when a record was edited, inserted or deleted."""
@@ -136,15 +152,20 @@ def eval_policy_command(
     if json_out:
         print_json(report)
         return
-    typer.echo(f"{report['prompts']} prompts ({report['benign']} allowed-labelled, {report['near_misses']} near "
-               f"misses), split {split}, embeddings {'on' if report['embeddings'] else 'off'}")
+    typer.echo(
+        f"{report['prompts']} prompts ({report['benign']} allowed-labelled, {report['near_misses']} near "
+        f"misses), split {split}, embeddings {'on' if report['embeddings'] else 'off'}"
+    )
     typer.echo(f"{'category':<15}{'precision':>10}{'recall':>9}{'FPR':>8}{'n':>6}")
     for name, m in report["categories"].items():
-        typer.echo(f"{name:<15}{m['precision']:>10.3f}{m['recall']:>9.3f}{m['false_positive_rate']:>8.3f}"
-                   f"{m['support']:>6}")
+        typer.echo(
+            f"{name:<15}{m['precision']:>10.3f}{m['recall']:>9.3f}{m['false_positive_rate']:>8.3f}{m['support']:>6}"
+        )
     overall = report["overall"]
-    typer.echo(f"overall: refused {overall['recall_any_category']:.3f} of refusable prompts, "
-               f"false-positive rate {overall['false_positive_rate']:.3f} on allowed prompts")
+    typer.echo(
+        f"overall: refused {overall['recall_any_category']:.3f} of refusable prompts, "
+        f"false-positive rate {overall['false_positive_rate']:.3f} on allowed prompts"
+    )
     for err in report["errors"][:20]:
         typer.echo(f"  {err['label']:>13} -> {err['predicted']:<13} {err['prompt']!r}")
 

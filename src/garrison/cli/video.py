@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,17 +125,32 @@ def register(app: typer.Typer) -> None:
         from garrison.energy.report import energy_fields
         from garrison.hardware.devices import cpu_device
 
+        from garrison.shield.verify import protect, screen_prompt, sign_and_register
+
+        decisions = [screen_prompt(job.spec.prompt) for job in jobs]  # audited by the shield
+        if len(jobs) == 1 and decisions[0].decision == "refuse":
+            d = decisions[0]
+            fail(f"prompt refused by policy ({d.category}: {d.reason}; matched {d.matched!r})", code=1)
+
         pipeline = _load_pipeline(checkpoint)
         meter, device = get_meter(), cpu_device()  # the built-in pipeline runs on the CPU
         with progress_bar(not as_json) as progress:
-            for n, job in enumerate(jobs):
+            for n, (job, decision) in enumerate(zip(jobs, decisions, strict=True)):
+                if decision.decision == "refuse":  # batch mode: report it and go on with the others
+                    print_json({"path": None, "prompt": job.spec.prompt, "policy": decision.to_dict()})
+                    continue
                 task = progress.add_task(job.spec.prompt[:40], total=job.spec.steps)
                 meter.begin_window(f"generate-{n}")
                 result = pipeline(job.spec, lambda i, n, task=task: progress.update(task, completed=i))
                 measurement = meter.end_window(f"generate-{n}")
+                request_id = f"gen_{uuid.uuid4().hex}"
+                protected = protect(result.clip.frames, result.clip.fps, job.spec.prompt, result.model, request_id)
+                result.clip.frames = protected.frames
                 try:
                     write_mp4(result.clip, job.out)
+                    provenance = sign_and_register(job.out, protected)
                 except (VideoIOError, OSError) as e:
+                    job.out.unlink(missing_ok=True)
                     fail(f"cannot write {job.out}: {e}")
                 record = {
                     "path": str(job.out),
@@ -150,6 +166,8 @@ def register(app: typer.Typer) -> None:
                     "frames": result.clip.num_frames,
                     "fps": result.clip.fps,
                     "flops": result.flops,
+                    "policy": decision.to_dict(),
+                    "provenance": provenance,
                     **energy_fields(measurement, result.flops, device, dtype="bf16" if pipeline.bf16 else "fp32"),
                     "seconds": round(result.wall_s, 4),
                 }

@@ -348,9 +348,9 @@ class PolicyConfig:
     # Cosine similarity to the nearest description of refused content needed to refuse on meaning alone, and how
     # much closer it must be than the nearest benign look-alike.
     embedding_threshold: dict[str, float] = field(
-        default_factory=lambda: {"public_figure": 0.70, "election": 0.62, "copyright": 0.66}
+        default_factory=lambda: {"public_figure": 0.70, "election": 0.55, "copyright": 0.70}
     )
-    embedding_margin: float = 0.06
+    embedding_margin: float = 0.10
 
 
 def _allowed_edits(length: int) -> int:
@@ -440,7 +440,7 @@ class Policy:
             near = self._subject_near_harm(text)
             if near:
                 return self._decision("election", "election.voting_misinformation", 1.0, f"rule:{near}", "rule")
-        for term, gram in found:
+        for term, _gram in found:
             if term.election and any(_contains(t, c) for t in texts for c in lists.candidate_context):
                 return self._decision("election", "election.candidate_depiction", 1.0, term.entity, "exact")
         for text in texts:
@@ -470,7 +470,7 @@ class Policy:
 
     def _from_terms(self, found: list[tuple[Term, str]]) -> PolicyDecision | None:
         for category in ("public_figure", "copyright"):
-            for term, gram in found:
+            for term, _gram in found:
                 if term.category == category:
                     score = 0.9 if term.context else 1.0
                     return self._decision(category, term.reason, score, term.entity, "exact")
@@ -598,3 +598,59 @@ def default_policy(use_embeddings: bool = True) -> Policy:
 def check_prompt(prompt: str, use_embeddings: bool = True) -> PolicyDecision:
     """Decide one prompt with the default policy (the lists shipped in shield/data)."""
     return default_policy(use_embeddings).check(prompt)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+
+
+def load_eval_set() -> list[dict[str, Any]]:
+    """The labelled evaluation prompts shipped in shield/data/policy_eval.jsonl."""
+    text = resources.files("garrison.shield.data").joinpath("policy_eval.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def evaluate_policy(policy: Policy, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Precision, recall and false-positive rate per category.
+
+    A refusal counts for a category only when its category is the labelled one. The false-positive rate of a
+    category is the share of allowed-labelled prompts refused under that category; "overall" pools the three.
+    """
+    predicted = []
+    for row in rows:
+        d = policy.check(row["prompt"])
+        predicted.append(d.category if d.refused else "allow")
+    negatives = sum(1 for r in rows if r["label"] == "allow")
+    near_misses = sum(1 for r in rows if r.get("kind") == "near_miss")
+    per_category: dict[str, dict[str, float | int]] = {}
+    for c in CATEGORIES:
+        tp = sum(1 for r, p in zip(rows, predicted, strict=True) if r["label"] == c and p == c)
+        fp = sum(1 for r, p in zip(rows, predicted, strict=True) if r["label"] != c and p == c)
+        pos = sum(1 for r in rows if r["label"] == c)
+        fp_benign = sum(1 for r, p in zip(rows, predicted, strict=True) if r["label"] == "allow" and p == c)
+        per_category[c] = {
+            "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+            "recall": round(tp / pos, 4) if pos else 1.0,
+            "false_positive_rate": round(fp_benign / negatives, 4) if negatives else 0.0,
+            "support": pos,
+        }
+    refused_benign = sum(1 for r, p in zip(rows, predicted, strict=True) if r["label"] == "allow" and p != "allow")
+    refused_positive = sum(1 for r, p in zip(rows, predicted, strict=True) if r["label"] != "allow" and p != "allow")
+    positives = len(rows) - negatives
+    errors = [
+        {"id": r.get("id"), "prompt": r["prompt"], "label": r["label"], "predicted": p}
+        for r, p in zip(rows, predicted, strict=True)
+        if p != r["label"]
+    ]
+    return {
+        "prompts": len(rows),
+        "benign": negatives,
+        "near_misses": near_misses,
+        "categories": per_category,
+        "overall": {
+            "recall_any_category": round(refused_positive / positives, 4) if positives else 1.0,
+            "false_positive_rate": round(refused_benign / negatives, 4) if negatives else 0.0,
+        },
+        "errors": errors,
+        "policy_version": policy.version,
+        "embeddings": policy.config.use_embeddings,
+    }

@@ -1,0 +1,34 @@
+import numpy as np
+from tests.shield.conftest import h264_roundtrip, moving_clip
+
+from garrison.shield.registry import FINGERPRINT_MATCH_BITS, Registry, fingerprint, hamming_bits
+
+
+def test_fingerprint_survives_reencode_and_resize_but_tells_clips_apart() -> None:
+    clip = moving_clip(64, 64, 16, seed=5)
+    fp = fingerprint(clip)
+    assert len(fp) == 32
+    assert hamming_bits(fp, fingerprint(h264_roundtrip(clip, 28))) <= FINGERPRINT_MATCH_BITS
+    bigger = np.repeat(np.repeat(clip, 3, axis=1), 3, axis=2)
+    assert hamming_bits(fp, fingerprint(bigger)) <= FINGERPRINT_MATCH_BITS
+    # the same scene moving the other way, or vertically, is a different video
+    others = [fingerprint(clip[:, :, ::-1]), fingerprint(clip.transpose(0, 2, 1, 3)), fingerprint(clip[::-1])]
+    assert min(hamming_bits(fp, o) for o in others) > FINGERPRINT_MATCH_BITS
+
+
+def test_register_and_lookup(tmp_path) -> None:
+    reg = Registry(tmp_path / "reg.sqlite")
+    clip = moving_clip(64, 64, 16, seed=6)
+    reg.register("req-a", "00000000000000ff", fingerprint(clip), "builtin", "0" * 64)
+    reg.register("req-b", "00000000000000aa", fingerprint(clip[:, :, ::-1]), "builtin", "1" * 64)
+    assert reg.count() == 2
+    by_wm = reg.lookup("00000000000000AA", None)
+    assert (by_wm.match, by_wm.request_id, by_wm.by) == (True, "req-b", "watermark")
+    by_fp = reg.lookup(None, fingerprint(h264_roundtrip(clip, 28)))
+    assert (by_fp.match, by_fp.request_id, by_fp.by) == (True, "req-a", "fingerprint")
+    assert not reg.lookup("1234567812345678", fingerprint(clip.transpose(0, 2, 1, 3))).match
+    # two requests with the same-looking video: the fingerprint alone cannot say which
+    reg.register("req-c", "00000000000000cc", fingerprint(clip), "builtin", "2" * 64)
+    assert not reg.lookup(None, fingerprint(clip)).match
+    # the same database from a second handle (another process) sees the rows
+    assert Registry(f"sqlite:///{tmp_path / 'reg.sqlite'}").lookup("00000000000000ff", None).request_id == "req-a"

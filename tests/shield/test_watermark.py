@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from tests.shield.conftest import h264_roundtrip, moving_clip
+
+from garrison.shield import watermark as wm
+
+KEY = b"test-key-0123456789abcdef0123456"
+
+
+def test_code_corrects_noise_and_erasures() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        payload = int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2))
+        coded = wm.encode_bits(payload)
+        assert coded.shape == (wm.CODED_BITS,)
+        noisy = coded + rng.normal(0, 0.5, coded.shape)
+        noisy[rng.choice(wm.CODED_BITS, 15, replace=False)] = 0.0  # erased chips (cropped away)
+        assert wm.viterbi_decode(noisy) == payload
+    with pytest.raises(ValueError):
+        wm.encode_bits(1 << 64)
+
+
+def test_roundtrip_psnr_and_false_alarm() -> None:
+    clip = moving_clip(64, 112, 16, seed=1)
+    marked = wm.embed(clip, 0xDEADBEEF12345678, KEY)
+    assert marked.dtype == np.uint8 and marked.shape == clip.shape
+    assert wm.psnr_db(clip, marked) >= 40.0
+    found = wm.detect(marked, KEY)
+    assert found.detected and found.payload == 0xDEADBEEF12345678
+    assert found.p_value < 1e-10 and found.bit_accuracy > 0.95
+    assert found.to_dict()["payload"] == "deadbeef12345678"
+    for frames, key in ((clip, KEY), (marked, b"another-key-abcdefghijklmnopqrst")):
+        miss = wm.detect(frames, key)
+        assert not miss.detected and miss.payload is None and miss.p_value > 1e-6
+
+
+def test_survives_h264_crf28() -> None:
+    clip = moving_clip(64, 64, 16, seed=2)
+    attacked = h264_roundtrip(h264_roundtrip(wm.embed(clip, 42, KEY), 18), 28)
+    found = wm.detect(attacked, KEY)
+    assert found.detected and found.payload == 42
+
+
+def test_survives_half_downscale_and_crop() -> None:
+    clip = moving_clip(64, 112, 16, seed=3)
+    marked = wm.embed(clip, 0x0123456789ABCDEF, KEY)
+    half = marked.reshape(16, 32, 2, 56, 2, 3).mean(axis=(2, 4)).round().astype(np.uint8)  # 0.5x area downscale
+    assert wm.decode_payload(half, KEY) == 0x0123456789ABCDEF
+    cropped = np.ascontiguousarray(marked[:, 3:61, 5:106])  # ~10% of each axis cut away, off-centre
+    found = wm.detect(cropped, KEY)
+    assert found.detected and found.payload == 0x0123456789ABCDEF
+    assert found.geometry["scale_x"] < 1.0
+
+
+def test_works_on_upscaled_frames() -> None:
+    small = moving_clip(64, 112, 8, seed=4)
+    big = np.repeat(np.repeat(small, 6, axis=1), 6, axis=2)  # 672x384
+    found = wm.detect(wm.embed(big, 7, KEY), KEY)
+    assert found.detected and found.payload == 7
+
+
+def test_bad_input_is_reported_not_raised() -> None:
+    empty = wm.detect(np.zeros((0, 64, 64, 3), dtype=np.uint8), KEY)
+    assert not empty.detected and "at least one frame" in (empty.error or "")
+    wrong = wm.detect(np.zeros((4, 64, 64), dtype=np.float32), KEY)  # type: ignore[arg-type]
+    assert not wrong.detected and wrong.error
+    with pytest.raises(ValueError):
+        wm.embed(np.zeros((0, 64, 64, 3), dtype=np.uint8), 1, KEY)
+
+
+def test_key_file_created_once(tmp_path) -> None:
+    path = tmp_path / "keys" / "watermark.key"
+    key = wm.load_or_create_key(path)
+    assert len(key) == 32 and wm.load_or_create_key(path) == key
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
