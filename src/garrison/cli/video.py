@@ -124,7 +124,6 @@ def register(app: typer.Typer) -> None:
         from garrison.energy.meters import get_meter
         from garrison.energy.report import energy_fields
         from garrison.hardware.devices import cpu_device
-
         from garrison.shield.verify import protect, screen_prompt, sign_and_register
 
         decisions = [screen_prompt(job.spec.prompt) for job in jobs]  # audited by the shield
