@@ -2,8 +2,8 @@
 
 Why hand-written: no package on PyPI offers a video watermark that carries a 64-bit id and runs offline with its
 weights. invisible-watermark's classical image methods (no weights) do not survive H.264 on this project's clips:
-DWT-DCT decodes at chance after a CRF 28 re-encode, and DWT-DCT-SVD keeps ~0.8 bit accuracy but recovers a whole
-64-bit id in well under half the clips, and fails under a crop (benchmarks/shield_watermark.py measures both side by
+DWT-DCT decodes at chance after a CRF 28 re-encode, and DWT-DCT-SVD keeps ~0.85 bit accuracy but recovers a whole
+64-bit id in only about half the clips, and fails under a crop (benchmarks/shield_watermark.py measures both side by
 side on the same clips and attacks). The learned RivaGAN model it bundles carries only 32 bits, needs onnxruntime
 and frames of at least 256x256, and is not compared here.
 
