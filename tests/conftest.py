@@ -15,6 +15,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture
+def skip_without_shared():
+    """Skip a test that reads shared/ when a checkout has none beside it; in CI shared/ is always there, so fail."""
+
+    def skip(path: object, what: str) -> None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is missing in CI: {path}")
+        pytest.skip(f"{what} not beside this checkout: {path}")
+
+    return skip
+
+
 @pytest.fixture(scope="session")
 def pipeline():
     from garrison.video.pipelines.builtin import BuiltinPipeline

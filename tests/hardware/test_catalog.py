@@ -41,10 +41,10 @@ def test_builtin_set_covers_the_chips_garrison_plans_for():
     assert {"h100-sxm", "h200-sxm", "b200", "a100-sxm4-80gb", "mi300x", "trainium2", "gaudi3", "tpu-v5e"} <= keys
 
 
-def test_every_builtin_chip_names_its_source_and_matches_the_epoch_row():
+def test_every_builtin_chip_names_its_source_and_matches_the_epoch_row(skip_without_shared):
     csv_path = next((p for p in EPOCH_CSV_CANDIDATES if p.exists()), None)
     if csv_path is None:
-        pytest.skip("shared/data/accelerators_epoch.csv not beside this checkout")
+        skip_without_shared(EPOCH_CSV_CANDIDATES, "shared/data/accelerators_epoch.csv")
     rows = {r["name"]: r for r in csv.DictReader(open(csv_path))}
     for path in BUILTIN_CHIPS_DIR.glob("*.json"):
         data = json.loads(path.read_text())
