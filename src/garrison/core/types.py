@@ -27,6 +27,7 @@ class VideoSpec:
     steps: int = 12
     guidance: float = 4.0
     seed: int = 0
+    native_scale: float = 1.0  # < 1 renders at a smaller native size and scales up (the governor's quality ladder)
 
     def validate(self) -> None:
         """Raise InvalidSpecError for input no backend should start on."""
@@ -40,6 +41,8 @@ class VideoSpec:
             raise InvalidSpecError(f"guidance must be >= 0, got {self.guidance}")
         if self.seconds <= 0:
             raise InvalidSpecError(f"seconds must be positive, got {self.seconds}")
+        if not 0.25 <= self.native_scale <= 1.0:
+            raise InvalidSpecError(f"native_scale must be in 0.25..1, got {self.native_scale}")
         if self.width <= 0 or self.height <= 0:
             raise InvalidSpecError(f"size must be positive, got {self.width}x{self.height}")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from garrison.core.types import InvalidSpecError, VideoSpec
-from garrison.video.pipelines.builtin import check_spec, resolve_size
+from garrison.video.pipelines.builtin import check_spec, render_size, resolve_size
 
 PROMPT = "a red circle moving right on a black background"
 
@@ -37,6 +37,16 @@ def test_progress_reports_every_step_and_flops_are_counted(pipeline):
     assert guided_off < g.flops  # no unconditional half
 
 
+def test_a_smaller_native_scale_renders_fewer_pixels_at_the_asked_size(pipeline):
+    full = VideoSpec(PROMPT, width=112, height=64, steps=2)
+    half = VideoSpec(PROMPT, width=112, height=64, steps=2, native_scale=0.5)
+    assert render_size(half) == ((56, 32), True)
+    g = pipeline(half)
+    assert g.clip.frames.shape == (16, 64, 112, 3)  # same clip length and size as asked
+    assert g.scaled and g.native_size == "56x32"
+    assert g.flops < pipeline.estimate_flops(full) / 3  # about a quarter of the tokens
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -44,6 +54,7 @@ def test_progress_reports_every_step_and_flops_are_counted(pipeline):
         (VideoSpec(PROMPT, width=100, height=100), "not supported"),
         (VideoSpec("", steps=4), "empty"),
         (VideoSpec(PROMPT, steps=0), "steps"),
+        (VideoSpec(PROMPT, native_scale=0.1), "native_scale"),
     ],
 )
 def test_bad_specs_fail_before_work(spec, message):

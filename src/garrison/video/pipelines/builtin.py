@@ -54,6 +54,21 @@ def resolve_size(width: int, height: int) -> tuple[tuple[int, int], bool]:
     raise InvalidSpecError(f"size {size} is not supported; use one of {', '.join(supported_sizes())}")
 
 
+def render_size(spec: VideoSpec) -> tuple[tuple[int, int], bool]:
+    """(width, height) the model renders `spec` at, and whether the output is scaled from it.
+
+    A `native_scale` below 1 (the quality ladder's cheapest rungs) shrinks the native size to a multiple of the
+    model's spatial patch (8 px), never below one patch, and scales the result up to the asked size.
+    """
+    (w, h), scaled = resolve_size(spec.width, spec.height)
+    if spec.native_scale >= 1.0:
+        return (w, h), scaled
+    patch = 8
+    w_s = max(patch, int(round(w * spec.native_scale / patch)) * patch)
+    h_s = max(patch, int(round(h * spec.native_scale / patch)) * patch)
+    return (w_s, h_s), scaled or (w_s, h_s) != (w, h)
+
+
 def check_spec(spec: VideoSpec) -> None:
     """Everything that can be refused before any work starts."""
     spec.validate()
@@ -103,7 +118,7 @@ class BuiltinPipeline:
 
     def estimate_flops(self, spec: VideoSpec) -> int:
         """Analytic FLOPs of `spec` without running it (the governor's admission uses this)."""
-        (w, h), _ = resolve_size(spec.width, spec.height)
+        (w, h), _ = render_size(spec)
         grid = self.model.grid(spec.seconds * self.fps, h, w)
         guided = spec.guidance != 1.0
         prompt_tokens = self.text_encoder.token_count(spec.prompt)
@@ -114,7 +129,7 @@ class BuiltinPipeline:
     def __call__(self, spec: VideoSpec, progress: ProgressFn | None = None) -> Generation:
         check_spec(spec)
         start = time.perf_counter()
-        (native_w, native_h), scaled = resolve_size(spec.width, spec.height)
+        (native_w, native_h), scaled = render_size(spec)
         frames = spec.seconds * self.fps
         guided = spec.guidance != 1.0  # guidance 1 is the conditional model alone: skip the uncond half
 
