@@ -191,6 +191,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the data stream and the initial weights."),
         eval_limit: int = typer.Option(48, help="Prompts per set for the final faithfulness evaluation."),
         export: Path = typer.Option(None, help="Also copy weights, config and model card to this folder."),
+        threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+        metrics: Path = typer.Option(
+            None, help="Append one JSON line per step (step, clips, wall_s, unix_s): how a scheduler reads throughput."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Train the built-in model on streamed procedural clips; checkpoints, resumes, writes a model card."""
@@ -207,6 +211,21 @@ def register(app: typer.Typer) -> None:
             cfg.lr = lr
         if cfg.steps < 1 or cfg.batch_tokens < 1 or cfg.lr <= 0:
             fail("steps, batch-tokens and lr must be positive")
+        if eval_limit < 0:
+            fail("eval-limit must be >= 0 (0 skips the final evaluation)")
+        if threads is not None:
+            if threads < 1:
+                fail("threads must be >= 1")
+            import torch
+
+            torch.set_num_threads(threads)
+        metrics_file = None
+        if metrics is not None:
+            try:
+                metrics.parent.mkdir(parents=True, exist_ok=True)
+                metrics_file = metrics.open("a", buffering=1)  # line-buffered: a reader sees each step at once
+            except OSError as e:
+                fail(f"cannot write metrics to {metrics}: {e}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             fail(f"unknown device {device!r}: use auto, cpu or cuda")
         if device.startswith("cuda"):
@@ -220,11 +239,25 @@ def register(app: typer.Typer) -> None:
 
                 def on_step(step: int, loss: float) -> None:
                     progress.update(task, completed=step, description=f"training  loss {loss:.3f}")
+                    if metrics_file is not None:
+                        metrics_file.write(
+                            json.dumps({"step": step, "loss": round(loss, 5), "unix_s": round(time.time(), 3)}) + "\n"
+                        )
 
                 summary = run_training(cfg, resume=resume, on_step=on_step)
+            if eval_limit == 0:  # a throughput job (the governor's demo): no evaluation, no model card
+                summary.pop("log", None)
+                if as_json:
+                    print_json(summary)
+                else:
+                    err_console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.1f} s", highlight=False)
+                return
             card = finish_run(cfg, summary, eval_limit=eval_limit, export=export)
         except CheckpointError as e:
             fail(f"cannot resume: {e}")
+        finally:
+            if metrics_file is not None:
+                metrics_file.close()
         if as_json:
             print_json(card)
         else:
