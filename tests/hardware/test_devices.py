@@ -41,3 +41,31 @@ def test_chip_for_a_gpu_device():
     unknown = Device(id="gpu:1", kind="gpu", index=1, name="Mystery GPU")
     with pytest.raises(ValueError, match="not in the hardware catalog"):
         chip_for_device(unknown)
+
+
+def test_core_slots_are_the_cpus_this_process_may_use():
+    import os
+
+    from garrison.hardware.devices import core_slot_devices, fleet_devices
+
+    allowed = sorted(os.sched_getaffinity(0))
+    slots = core_slot_devices()
+    assert [d.index for d in slots] == allowed
+    assert all(d.kind == "cpu-core" and d.id == f"core:{d.index}" for d in slots)
+    assert len(core_slot_devices(1)) == 1
+    with pytest.raises(ValueError, match="core slots"):
+        core_slot_devices(len(allowed) + 1)
+    discovery = fleet_devices()
+    if discovery.backend == "cpu":  # a machine without NVIDIA GPUs schedules its cores
+        assert "core slots" in discovery.reason and discovery.devices == slots
+
+
+def test_a_cpu_core_has_no_settable_power_limit():
+    from garrison.hardware.devices import core_slot_devices
+    from garrison.hardware.power_limit import PowerLimitError, power_limit_info, set_power_limit
+
+    core = core_slot_devices(1)[0]
+    info = power_limit_info(core)
+    assert not info.settable and "no per-device limit" in info.reason
+    with pytest.raises(PowerLimitError, match="not settable"):
+        set_power_limit(core, 100.0)

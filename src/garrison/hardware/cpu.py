@@ -141,6 +141,28 @@ def read_cpu_times(proc_root: Path = Path("/proc")) -> CpuTimes:
     )
 
 
+def read_per_cpu_times(proc_root: Path = Path("/proc")) -> dict[int, CpuTimes]:
+    """Read the per-CPU `cpuN` lines of /proc/stat: busy and idle seconds of each logical CPU."""
+    result: dict[int, CpuTimes] = {}
+    with open(proc_root / "stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            parts = line.split()
+            if parts[0] == "cpu":
+                continue
+            ticks = [int(x) for x in parts[1:]] + [0] * 8
+            user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+            result[int(parts[0][3:])] = CpuTimes(
+                busy_s=(user + nice + system + irq + softirq) / CLOCK_TICKS_PER_S,
+                idle_s=(idle + iowait) / CLOCK_TICKS_PER_S,
+                steal_s=steal / CLOCK_TICKS_PER_S,
+            )
+    if not result:
+        raise ValueError(f"{proc_root / 'stat'} has no per-CPU lines")
+    return result
+
+
 def process_cpu_s(pid: int, proc_root: Path = Path("/proc")) -> float:
     """CPU-seconds (user + system, all threads) process `pid` has used, from /proc/PID/stat."""
     text = (proc_root / str(pid) / "stat").read_text()

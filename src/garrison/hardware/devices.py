@@ -8,6 +8,7 @@ exception, so that a CPU-only machine discovers its CPU and says why it found no
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from garrison.core.types import Device
@@ -89,3 +90,29 @@ def chip_for_device(device: Device, power: CpuPowerModel | None = None) -> Chip:
     if device.chip is None:
         raise ValueError(f"device {device.id} ({device.name}) is not in the hardware catalog; add a chip JSON for it")
     return get_chip(device.chip)
+
+
+def core_slot_devices(slots: int | None = None) -> list[Device]:
+    """The CPU's logical cores as devices "core:0".."core:N-1": the governor's unit on a CPU-only machine.
+
+    A slot is one logical CPU that a worker or training process is pinned to (sched_setaffinity), so that serving
+    and training on the same machine share it the way they would share GPUs: whole devices, not time slices.
+    """
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(cpu_core_count()))
+    count = len(available) if slots is None else slots
+    if not 1 <= count <= len(available):
+        raise ValueError(f"asked for {count} core slots; this machine lets garrison use {len(available)}")
+    name = cpu_model_name()
+    return [
+        Device(id=f"core:{cpu}", kind="cpu-core", index=cpu, name=f"{name} logical CPU {cpu}", chip="cpu", cores=1)
+        for cpu in available[:count]
+    ]
+
+
+def fleet_devices(slots: int | None = None) -> Discovery:
+    """The devices the governor schedules: every NVML GPU, else every CPU core slot."""
+    gpus, reason = nvml_gpus()
+    if gpus:
+        return Discovery(devices=gpus[:slots] if slots else gpus, backend="nvml", reason=reason)
+    cores = core_slot_devices(slots)
+    return Discovery(devices=cores, backend="cpu", reason=f"{reason}; each of {len(cores)} CPU core slots is a device")

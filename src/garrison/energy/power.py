@@ -1,0 +1,99 @@
+"""Per-device power, sampled once per control period: what the governor's power-cap controller reads.
+
+Meters (meters.py) answer "how many joules did this window take"; the controller needs "how many watts is each
+device drawing now". GPUs: NVML's power reading (milliwatts, averaged by the driver over about a second). CPU core
+slots: the estimate meter's stated model applied per logical CPU, from the busy time /proc/stat gives each core
+between two samples, so the readings carry source "estimate" exactly like the joules they add up to.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from garrison.core.types import Device
+from garrison.hardware.cpu import CpuPowerModel, read_per_cpu_times
+
+
+@dataclass(frozen=True)
+class PowerSample:
+    """Watts per device averaged over `interval_s` ending at `time_s` (a monotonic clock), and where they came from."""
+
+    time_s: float
+    interval_s: float
+    power_w_by_device: dict[str, float]
+    source: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total_w(self) -> float:
+        return math.fsum(self.power_w_by_device.values())
+
+
+class DevicePowerSampler:
+    """`sample()` returns each device's average power since the previous call (the first call primes it)."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        power_model: CpuPowerModel | None = None,
+        proc_root: Path = Path("/proc"),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not devices:
+            raise ValueError("a power sampler needs at least one device")
+        kinds = {d.kind for d in devices}
+        if len(kinds) != 1 or kinds - {"gpu", "cpu-core"}:
+            raise ValueError(f"devices must be all GPUs or all CPU core slots, got kinds {sorted(kinds)}")
+        self.devices = devices
+        self.kind = kinds.pop()
+        self.power_model = power_model or CpuPowerModel.from_env()
+        self.proc_root = proc_root
+        self.clock = clock
+        self.source = "nvml" if self.kind == "gpu" else "estimate"
+        self._last_time_s: float | None = None
+        self._last_busy_s: dict[int, float] = {}
+        self._nvml = None
+        if self.kind == "gpu":
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handles = {d.id: pynvml.nvmlDeviceGetHandleByIndex(d.index) for d in devices}
+        self.sample()
+
+    def _busy_s(self) -> dict[int, float]:
+        times = read_per_cpu_times(self.proc_root)
+        return {d.index: times[d.index].busy_s for d in self.devices}
+
+    def sample(self) -> PowerSample:
+        now_s = self.clock()
+        interval_s = 0.0 if self._last_time_s is None else now_s - self._last_time_s
+        notes: list[str] = []
+        power: dict[str, float] = {}
+        if self._nvml is not None:
+            for device_id, handle in self._handles.items():
+                power[device_id] = self._nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+        else:
+            busy = self._busy_s()
+            m = self.power_model
+            for d in self.devices:
+                if interval_s <= 0 or d.index not in self._last_busy_s:
+                    power[d.id] = m.idle_w_per_core
+                    continue
+                utilisation = (busy[d.index] - self._last_busy_s[d.index]) / interval_s
+                if utilisation < 0 or utilisation > 1.05:  # /proc/stat ticks are 10 ms: allow rounding, flag beyond
+                    notes.append(f"{d.id}: utilisation {utilisation:.2f} out of range, clamped")
+                utilisation = min(max(utilisation, 0.0), 1.0)
+                power[d.id] = m.idle_w_per_core + (m.active_w_per_core - m.idle_w_per_core) * utilisation
+            self._last_busy_s = busy
+        self._last_time_s = now_s
+        return PowerSample(now_s, interval_s, power, self.source, tuple(notes))
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            self._nvml.nvmlShutdown()
+            self._nvml = None

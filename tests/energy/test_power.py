@@ -1,0 +1,48 @@
+import pytest
+
+from garrison.core.types import Device
+from garrison.energy.power import DevicePowerSampler
+from garrison.hardware.cpu import CpuPowerModel
+
+
+def _write_stat(root, busy_ticks):
+    lines = ["cpu  0 0 0 0 0 0 0 0"]
+    for cpu, busy in enumerate(busy_ticks):
+        lines.append(f"cpu{cpu} {busy} 0 0 1000 0 0 0 0")
+    (root / "stat").write_text("\n".join(lines) + "\nintr 0\n")
+
+
+def _cores(n):
+    return [Device(id=f"core:{i}", kind="cpu-core", index=i, name="cpu", chip="cpu", cores=1) for i in range(n)]
+
+
+def test_core_power_follows_each_cores_busy_time(tmp_path):
+    clock = iter([0.0, 2.0])
+    _write_stat(tmp_path, [0, 0])
+    model = CpuPowerModel(active_w_per_core=10.0, idle_w_per_core=2.0, cores=2)
+    sampler = DevicePowerSampler(_cores(2), model, proc_root=tmp_path, clock=lambda: next(clock))
+    _write_stat(tmp_path, [200, 50])  # 100 ticks/s: core 0 busy 2 s of 2 s, core 1 busy 0.5 s of 2 s
+    sample = sampler.sample()
+    assert sample.source == "estimate"
+    assert sample.interval_s == 2.0
+    assert sample.power_w_by_device == pytest.approx({"core:0": 10.0, "core:1": 2.0 + 8.0 * 0.25})
+    assert sample.total_w == pytest.approx(14.0)
+
+
+def test_the_first_sample_is_idle_and_impossible_busy_time_is_clamped_and_noted(tmp_path):
+    clock = iter([0.0, 1.0])
+    _write_stat(tmp_path, [0])
+    model = CpuPowerModel(active_w_per_core=10.0, idle_w_per_core=2.0, cores=1)
+    sampler = DevicePowerSampler(_cores(1), model, proc_root=tmp_path, clock=lambda: next(clock))
+    _write_stat(tmp_path, [500])  # 5 s busy in 1 s: a core count mismatch, not real
+    sample = sampler.sample()
+    assert sample.power_w_by_device["core:0"] == 10.0
+    assert sample.notes and "out of range" in sample.notes[0]
+
+
+def test_mixed_or_empty_device_lists_are_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        DevicePowerSampler([])
+    gpu = Device(id="gpu:0", kind="gpu", index=0, name="H100")
+    with pytest.raises(ValueError, match="all GPUs or all CPU core slots"):
+        DevicePowerSampler([gpu, *_cores(1)])
