@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -213,19 +214,23 @@ def register(app: typer.Typer) -> None:
             fail("steps, batch-tokens and lr must be positive")
         if eval_limit < 0:
             fail("eval-limit must be >= 0 (0 skips the final evaluation)")
-        if threads is not None:
-            if threads < 1:
-                fail("threads must be >= 1")
-            import torch
-
-            torch.set_num_threads(threads)
         metrics_file = None
+        if metrics is None and os.environ.get("GARRISON_METRICS_FILE"):  # set by the governor's executors
+            metrics = Path(os.environ["GARRISON_METRICS_FILE"])
+        if threads is None and os.environ.get("GARRISON_TORCH_THREADS"):
+            threads = int(os.environ["GARRISON_TORCH_THREADS"])
         if metrics is not None:
             try:
                 metrics.parent.mkdir(parents=True, exist_ok=True)
                 metrics_file = metrics.open("a", buffering=1)  # line-buffered: a reader sees each step at once
             except OSError as e:
                 fail(f"cannot write metrics to {metrics}: {e}")
+        if threads is not None:
+            if threads < 1:
+                fail("threads must be >= 1")
+            import torch
+
+            torch.set_num_threads(threads)
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             fail(f"unknown device {device!r}: use auto, cpu or cuda")
         if device.startswith("cuda"):
