@@ -161,6 +161,23 @@ def _dict(value: object, what: str) -> dict[str, Any]:
     return _json(dict(value), what)
 
 
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: in history (a meter that gave no reading) they are stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def _history_dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a dict, got {type(value).__name__}")
+    return _json(_finite_or_none(value), what)
+
+
 def _quota(value: object, what: str, *, integer: bool) -> Any:
     if value is None:
         return None
@@ -822,6 +839,33 @@ class Store:
                     recovered.append((row.id, "requeued"))
         return recovered
 
+    def videos_in_progress(self) -> list[Video]:
+        """Every video a worker holds now, across tenants (the governor's view of what runs where)."""
+        query = sa.select(videos).where(videos.c.status == VideoStatus.IN_PROGRESS.value, videos.c.deleted_at.is_(None))
+        with self._read() as conn:
+            return [_video(row) for row in conn.execute(query.order_by(videos.c.started_at, videos.c.id)).all()]
+
+    def videos_held_by(self, worker_id: str) -> list[Video]:
+        """The videos worker `worker_id` holds now (what must be requeued when it is stopped or dies)."""
+        query = sa.select(videos).where(
+            videos.c.status == VideoStatus.IN_PROGRESS.value, videos.c.worker_id == worker_id
+        )
+        with self._read() as conn:
+            return [_video(row) for row in conn.execute(query.order_by(videos.c.started_at, videos.c.id)).all()]
+
+    def recent_videos(self, since: float, limit: int = 1000) -> list[Video]:
+        """Videos created or completed since `since`, across tenants, oldest first (service times, arrival rate,
+        SLO attainment; the dashboard's recent videos)."""
+        limit = _int(limit, "limit", minimum=1, maximum=100_000)
+        query = (
+            sa.select(videos)
+            .where(sa.or_(videos.c.created_at >= since, videos.c.completed_at >= since))
+            .order_by(videos.c.created_at, videos.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_video(row) for row in conn.execute(query).all()]
+
     def queue_stats(self) -> QueueStats:
         """The queue now: depths, the oldest wait, and what finished in the last minute."""
         now = time.time()
@@ -955,14 +999,17 @@ class Store:
     # --- governor state and history -------------------------------------------------------------------------------
 
     def record_decision(self, tick: int, action: str, target: str | None, reason: str, reading: dict) -> None:
-        """Record one governor decision and the reading it was made on."""
+        """Record one governor decision and the reading it was made on.
+
+        In `reading` (as in samples' `allocation` and `extra` and events' `data`) a NaN or infinite number, which
+        JSON cannot hold, is stored as None: a meter that gave no reading."""
         values = {
             "ts": time.time(),
             "tick": _int(tick, "tick"),
             "action": _text(action, "action"),
             "target": _optional_text(target, "target", empty_ok=True),
             "reason": _text(reason, "reason", empty_ok=True),
-            "reading": _dict(reading, "reading"),
+            "reading": _history_dict(reading, "reading"),
         }
         with self._write() as conn:
             conn.execute(decisions.insert().values(**values))
@@ -987,10 +1034,10 @@ class Store:
             "ts": _number(ts, "ts"),
             "power_w": _number(power_w, "power_w", minimum=0.0),
             "power_cap_w": _number(power_cap_w, "power_cap_w", minimum=0.0),
-            "allocation": _dict(allocation, "allocation"),
+            "allocation": _history_dict(allocation, "allocation"),
             "queue_depth": _int(queue_depth, "queue_depth", minimum=0),
             "gate": _text(gate, "gate", empty_ok=True),
-            "extra": _dict(extra, "extra"),
+            "extra": _history_dict(extra, "extra"),
         }
         with self._write() as conn:
             conn.execute(samples.insert().values(**values))
@@ -1036,7 +1083,7 @@ class Store:
         """Record that something happened to a subject (a video, job or tenant id; None for the fleet)."""
         kind = _text(kind, "event kind", max_chars=MAX_NAME_CHARS)
         subject_id = _optional_text(subject_id, "subject_id")
-        data = _dict(data, "event data")
+        data = _history_dict(data, "event data")
         with self._write() as conn:
             self._event(conn, kind, subject_id, data)
 
