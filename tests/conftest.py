@@ -80,3 +80,65 @@ def cpu_peak_cache(isolated_home):
         path.write_text(json.dumps(entry))
 
     return write
+
+
+# ==== store fixtures (owned by garrison.store): `store_url` and `store`, once per backend; reuse them anywhere ====
+
+POSTGRES_URL_ENV = "GARRISON_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_store_url(monkeypatch):
+    """No test opens the machine's own database through $GARRISON_DB_URL."""
+    monkeypatch.delenv("GARRISON_DB_URL", raising=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The URL of an empty database, once per backend: a temp SQLite file, or a fresh schema (dropped afterwards) on
+    the PostgreSQL server at $GARRISON_TEST_POSTGRES_URL. Without that variable the PostgreSQL variant skips, and
+    fails under CI. Start a server with `export GARRISON_TEST_POSTGRES_URL=$(scripts/postgres start)`."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'garrison.db'}"
+        return
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        message = f"{POSTGRES_URL_ENV} is not set; run: export {POSTGRES_URL_ENV}=$(scripts/postgres start)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import uuid
+
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(base)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    # Every connection of this URL (in this process or another) sees only the new schema.
+    url = parsed.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        try:
+            with admin.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        finally:
+            admin.dispose()
+
+
+@pytest.fixture
+def store(store_url):
+    """An open, migrated garrison.store.Store on an empty database (see `store_url`), closed afterwards."""
+    from garrison.store import open_store
+
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+# ==== end of store fixtures ========================================================================================

@@ -2,8 +2,6 @@
 
 import time
 
-from garrison.store import open_store
-
 
 def _video(store, tenant_id, n):
     video, _ = store.create_video(
@@ -12,8 +10,7 @@ def _video(store, tenant_id, n):
     return video
 
 
-def test_in_progress_held_by_and_recent_span_tenants(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'g.db'}")
+def test_in_progress_held_by_and_recent_span_tenants(store):
     a, _ = store.create_tenant("a")
     b, _ = store.create_tenant("b")
     start = time.time()
