@@ -40,6 +40,7 @@ def spawn():
     def start(*args: str) -> subprocess.Popen:
         process = subprocess.Popen(
             [sys.executable, str(PROCESSES), *map(str, args)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
