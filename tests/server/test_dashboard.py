@@ -414,6 +414,8 @@ def test_page_draws_power_gate_and_thumbnails(page, server, fleet, tmp_path):
     assert page.locator("#power-cap").inner_text() == "1000 W"
     assert page.locator("#slo-attainment").inner_text() == "91.0 %"
     assert page.locator("#decisions tbody tr").count() == 4
+    legend = page.locator("#chart-power .u-legend").inner_text()
+    assert f"{_power_w(N_SAMPLES - 1):.0f} W" in legend and "1000 W" in legend  # the latest values, cursor away
     cards = page.locator("#videos .video")
     assert cards.count() == 6
     assert cards.first.get_attribute("data-video-id") == fleet.queued_id
@@ -476,3 +478,34 @@ def test_page_rejects_a_wrong_key_and_asks_again(page, server, fleet):
     assert "not an admin" in page.locator("#key-error").inner_text()
     assert page.locator("#login").is_visible() and not page.locator("#board").is_visible()
     assert page.evaluate("sessionStorage.getItem('garrison.dashboard.key')") is None
+
+
+def test_page_starts_empty_and_follows_the_governor(page, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'live.db'}")
+    try:
+        _, key = store.create_tenant("ops", admin=True)
+        with LoopbackServer(dashboard_app(store)) as running:
+            page.goto(f"{running.url}/dashboard")
+            page.fill("#api-key", key)
+            page.click("#key-submit")
+            # Nothing reported yet: the page says so instead of drawing made-up zeros.
+            page.wait_for_function("document.querySelector('#gate-state').textContent === 'offline'")
+            assert page.locator("#gate-reason").inner_text() == "the governor has not reported"
+            assert page.locator("#power-now").inner_text() == "–"
+            assert "governor has not reported" in page.locator("#status").inner_text()
+
+            # The governor starts writing; the page picks it up on its own within a few polls.
+            now = time.time()
+            for i in range(5):
+                store.record_sample(now - 5 + i, 700.0 + 10 * i, 900.0, {"training": 2, "serving": 2}, 0, "online", {})
+            store.set_setting("gate.state", "online")
+            store.set_setting("gate.reason", "power 740 W under the 900 W cap; SLO met")
+            page.wait_for_function("document.querySelector('#chart-power').dataset.points === '5'", timeout=10_000)
+            page.wait_for_function("document.querySelector('#gate-state').textContent === 'online'")
+            assert page.locator("#power-now").inner_text() == "740 W"
+            assert page.locator("#gate-reason").inner_text() == "power 740 W under the 900 W cap; SLO met"
+            assert page.locator("#chart-power .u-legend").inner_text().count("740 W") == 1  # legend at the latest
+            assert "governor reporting" in page.locator("#status").inner_text()
+            assert page.problems == []
+    finally:
+        store.close()

@@ -104,6 +104,7 @@
 
   function render(data) {
     const gov = data.governor;
+    $("status").className = gov.reporting ? "muted" : "error";
     $("status").textContent = "updated " + clock(data.now) + (gov.reporting
       ? " · governor reporting"
       : gov.last_sample_ts ? " · governor silent since " + clock(gov.last_sample_ts) : " · governor has not reported");
@@ -143,6 +144,7 @@
       + " devices";
 
     drawCharts(data.samples);
+    for (const chart of [charts.power, charts.allocation, charts.queue]) legendAtLatest(chart);
     renderVideos(data.videos, data.totals);
     renderDecisions(data.decisions);
   }
@@ -164,7 +166,7 @@
           { label: "cap (W)", stroke: COLORS.cap, width: 2, value: (u, v) => fmt(v, 0, "W") },
         ],
         axes: [{}, { label: "W", size: 60 }],
-        hooks: { draw: [(u) => { powerEl.dataset.points = String(u.data[0].length); }] },
+        hooks: { draw: [(u) => { powerEl.dataset.points = String(u.data[0].length); }], ready: [legendAtLatest] },
       }, powerData, powerEl);
     } else {
       charts.power.setData(powerData);
@@ -204,7 +206,7 @@
         series,
         bands,
         axes: [{}, { label: "devices", size: 60 }],
-        hooks: { draw: [(u) => { allocEl.dataset.points = String(u.data[0].length); }] },
+        hooks: { draw: [(u) => { allocEl.dataset.points = String(u.data[0].length); }], ready: [legendAtLatest] },
       }, allocData, allocEl);
       charts.allocationPools = names.join(",");
     } else {
@@ -228,11 +230,16 @@
           { label: "SLO attainment (%)", stroke: COLORS.slo, width: 2, scale: "pct", value: (u, v) => fmt(v, 1, "%") },
         ],
         axes: [{}, { label: "requests", size: 60, scale: "y" }, { label: "%", side: 1, scale: "pct", grid: { show: false } }],
-        hooks: { draw: [(u) => { queueEl.dataset.points = String(u.data[0].length); }] },
+        hooks: { draw: [(u) => { queueEl.dataset.points = String(u.data[0].length); }], ready: [legendAtLatest] },
       }, queueData, queueEl);
     } else {
       charts.queue.setData(queueData);
     }
+  }
+
+  // With the cursor off a chart, its legend shows the latest values rather than dashes.
+  function legendAtLatest(u) {
+    if (u.cursor.left === undefined || u.cursor.left < 0) u.setLegend({ idx: Math.max(u.data[0].length - 1, 0) });
   }
 
   function resizeCharts() {
