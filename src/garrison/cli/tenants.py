@@ -12,7 +12,9 @@ import typer
 
 from garrison.cli.common import fail, print_json
 
-tenants_app = typer.Typer(help="API keys per tenant: create (the key is shown once), list, revoke.", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="API keys per tenant: create (the key is shown once), list, revoke.", no_args_is_help=True
+)
 
 STORE_HELP = "Store URL (default: GARRISON_DB_URL, else SQLite in $GARRISON_HOME)."
 

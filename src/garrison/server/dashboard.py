@@ -16,6 +16,7 @@ shape on any app, with or without the server's error handlers.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -28,7 +29,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from garrison.core.fleet import QUALITY_LADDER
 from garrison.server.errors import APIError
-from garrison.store import NotFound
+from garrison.store import NotFound, StoreError
+
+log = logging.getLogger("garrison.server.dashboard")
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The only files /dashboard/static/ serves (no path from the client ever reaches the filesystem).
@@ -54,6 +57,14 @@ NO_STORE = {"Cache-Control": "no-store"}
 def _error(status_code: int, message: str, code: str, param: str | None = None) -> JSONResponse:
     err = APIError(status_code, message, code=code, param=param)
     return JSONResponse(err.body(), status_code=status_code, headers=NO_STORE)
+
+
+def _store_unavailable(exc: StoreError) -> JSONResponse:
+    # The database is down or locked too long: a 503 to retry, not a bare 500. The details (which may name the
+    # database) go to the log, not to a caller not yet authenticated.
+    log.error("dashboard: the store is unavailable: %s", exc)
+    err = APIError(503, "the store is unavailable; retry shortly (the server log says why)", code="store_unavailable")
+    return JSONResponse(err.body(), status_code=503, headers={**NO_STORE, "Retry-After": "2"})
 
 
 def _admin_or_error(request: Request, store: Any) -> JSONResponse | None:
@@ -219,6 +230,42 @@ def dashboard_data(store: Any, *, window_s: float = DEFAULT_WINDOW_S, now_s: flo
     }
 
 
+def _data_response(request: Request, store: Any, window_s: str | None) -> Response:
+    denied = _admin_or_error(request, store)
+    if denied is not None:
+        return denied
+    # Parsed here rather than typed as a float, so a bad value is this 400 on any app, not FastAPI's 422.
+    try:
+        span_s = DEFAULT_WINDOW_S if window_s is None else float(window_s)
+    except ValueError:
+        span_s = math.nan
+    if not math.isfinite(span_s) or not 0 < span_s <= MAX_WINDOW_S:
+        return _error(
+            400,
+            f"window_s must be a number of seconds in (0, {MAX_WINDOW_S:.0f}], got {str(window_s)[:40]!r}",
+            "invalid_value",
+            param="window_s",
+        )
+    return JSONResponse(dashboard_data(store, window_s=span_s), headers=NO_STORE)
+
+
+def _thumbnail_response(request: Request, store: Any, video_id: str) -> Response:
+    denied = _admin_or_error(request, store)
+    if denied is not None:
+        return denied
+    if not VIDEO_ID_RE.fullmatch(video_id):
+        return _error(400, f"invalid video id {video_id[:40]!r}: ids look like video_<hex>", "invalid_id")
+    try:
+        row = store.get_video(video_id)
+    except NotFound:
+        return _error(404, f"no video {video_id}", "not_found", param="video_id")
+    path = Path(row.thumbnail_path) if row.thumbnail_path else None
+    media_type = THUMBNAIL_MEDIA_TYPES.get(path.suffix.lower()) if path is not None else None
+    if path is None or media_type is None or not path.is_file():
+        return _error(404, f"video {video_id} has no stored thumbnail", "not_found", param="video_id")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+
 def dashboard_router(store_getter: Callable[[], Any]) -> APIRouter:
     """The dashboard's routes: the page, its static files, its data (admin key) and thumbnails (admin key).
 
@@ -245,40 +292,16 @@ def dashboard_router(store_getter: Callable[[], Any]) -> APIRouter:
     ) -> Response:
         """Samples for the charts, the gate and its reason, recent decisions, the queue and SLO attainment, and the
         newest videos of every tenant with their joules and cost."""
-        store = store_getter()
-        denied = _admin_or_error(request, store)
-        if denied is not None:
-            return denied
-        # Parsed here rather than typed as a float, so a bad value is this 400 on any app, not FastAPI's 422.
         try:
-            span_s = DEFAULT_WINDOW_S if window_s is None else float(window_s)
-        except ValueError:
-            span_s = math.nan
-        if not math.isfinite(span_s) or not 0 < span_s <= MAX_WINDOW_S:
-            return _error(
-                400,
-                f"window_s must be a number of seconds in (0, {MAX_WINDOW_S:.0f}], got {str(window_s)[:40]!r}",
-                "invalid_value",
-                param="window_s",
-            )
-        return JSONResponse(dashboard_data(store, window_s=span_s), headers=NO_STORE)
+            return _data_response(request, store_getter(), window_s)
+        except StoreError as exc:
+            return _store_unavailable(exc)
 
     @router.get("/dashboard/thumbnails/{video_id}", include_in_schema=False)
     def thumbnail(request: Request, video_id: str) -> Response:
-        store = store_getter()
-        denied = _admin_or_error(request, store)
-        if denied is not None:
-            return denied
-        if not VIDEO_ID_RE.fullmatch(video_id):
-            return _error(400, f"invalid video id {video_id[:40]!r}: ids look like video_<hex>", "invalid_id")
         try:
-            row = store.get_video(video_id)
-        except NotFound:
-            return _error(404, f"no video {video_id}", "not_found", param="video_id")
-        path = Path(row.thumbnail_path) if row.thumbnail_path else None
-        media_type = THUMBNAIL_MEDIA_TYPES.get(path.suffix.lower()) if path is not None else None
-        if path is None or media_type is None or not path.is_file():
-            return _error(404, f"video {video_id} has no stored thumbnail", "not_found", param="video_id")
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+            return _thumbnail_response(request, store_getter(), video_id)
+        except StoreError as exc:
+            return _store_unavailable(exc)
 
     return router

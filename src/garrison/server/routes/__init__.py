@@ -1,0 +1,1 @@
+"""The API's routers: videos (OpenAI's shape), jobs, fleet, verify, metrics."""
