@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -218,10 +218,14 @@ def server(fleet) -> Iterator[LoopbackServer]:
 
 
 def dashboard_app(store: Store) -> FastAPI:
-    """The router on an app with the server's error handlers, as create_app mounts it."""
+    """The router over `store` on an app with the server's error handlers, as create_app mounts it."""
+    return dashboard_app_over(lambda: store)
+
+
+def dashboard_app_over(store_getter: Callable[[], Store]) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(dashboard_router(lambda: store))
+    app.include_router(dashboard_router(store_getter))
     return app
 
 
@@ -355,6 +359,19 @@ def test_an_empty_store_says_the_governor_has_not_reported(tmp_path):
     assert data["power"] == {"power_w": None, "power_cap_w": None}
     assert data["samples"]["ts"] == [] and data["samples"]["allocation"] == {}
     assert data["videos"] == [] and data["decisions"] == [] and data["slo"]["attainment"] is None
+
+
+def test_an_unreachable_store_is_a_503_with_a_reason(tmp_path):
+    # A real failure: SQLite cannot create a database under /proc, so opening the store raises StoreError.
+    app = dashboard_app_over(lambda: open_store("sqlite:////proc/garrison-dashboard-test.db"))
+    with LoopbackServer(app) as running:
+        for path in ("/dashboard/data", "/dashboard/thumbnails/video_0123456789abcdef"):
+            response = httpx.get(f"{running.url}{path}", headers=_auth("gk-anything"), timeout=30.0)
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "store_unavailable" and "retry" in error["message"]
+            assert "/proc" not in error["message"]  # where the database lives is for the log, not the caller
+            assert response.headers["retry-after"] == "2"
 
 
 # --- the page in Chromium -----------------------------------------------------------------------------------------
