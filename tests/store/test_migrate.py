@@ -130,3 +130,16 @@ def test_in_memory_sqlite_works_from_threads():
             list(pool.map(lambda i: store.set_setting(f"k{i}", i), range(40)))
         assert [store.get_setting(f"k{i}") for i in range(40)] == list(range(40))
         assert store.get_tenant(tenant.id) == tenant
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    path = tmp_path / "garrison.db"
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_an_uncreatable_directory_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the directory"):
+        open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'garrison.db'}")

@@ -85,3 +85,31 @@ def _check_integrity(store) -> None:
             assert orphans == 0
     finally:
         engine.dispose()
+
+
+def test_a_forked_child_gets_its_own_connections(store, tenant, make_video):
+    import multiprocessing
+
+    make_video(seed=1)  # the parent's pool now holds a connection
+    child = multiprocessing.get_context("fork").Process(target=_child_creates, args=(store, tenant.id))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    page, _ = store.list_videos(tenant.id, order="asc")
+    assert [video.seed for video in page] == [1, 2]  # and the parent's own connections still work
+
+
+def _child_creates(store, tenant_id: str) -> None:
+    store.create_video(tenant_id, **(REQUEST | {"seed": 2}))
+
+
+def test_dropped_connections_are_replaced(store, tenant):
+    if store.dialect != "postgresql":
+        return  # SQLite has no server to drop them
+    with store._engine.connect() as conn:  # the pooled connection the next call will get back
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    engine = sa.create_engine(store.url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:  # what a server restart or an idle-connection reaper does to it
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    engine.dispose()
+    assert store.get_tenant(tenant.id) == tenant

@@ -1151,7 +1151,12 @@ def _make_engine(url: str) -> tuple[sa.Engine, bool]:
     if memory:
         engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the directory of the SQLite database {parsed.database}: {error}"
+            ) from error
         engine = sa.create_engine(parsed)
 
     @sa.event.listens_for(engine, "connect")
