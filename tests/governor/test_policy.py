@@ -7,6 +7,7 @@ slows a device down as well as capping it, and the meter reports the average ove
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import deque
@@ -18,6 +19,7 @@ from garrison.core.fleet import JobStatus
 from garrison.governor.policy import decide
 from garrison.governor.state import (
     Alert,
+    ControlMemory,
     DeviceState,
     FinishReclaim,
     FleetState,
@@ -119,6 +121,26 @@ def test_decide_survives_odd_state():
     assert "at least 1" in rejected["zero"] and "fleet has 3" in rejected["huge"]
     assert [a.device_id for a in decision.of(MarkLost)] == ["t1"]
     assert decision.gate.state in ("online", "degraded", "offline") and decision.gate.reasons
+
+
+def test_a_stage_that_fails_is_skipped_with_a_critical_alert():
+    # A busy power that is not a number is a bug upstream; the tick still returns, names the stage, and the pool
+    # stage's own decisions stand.
+    devices = (gpu("s0", "serving", busy_power_w=None), gpu("t0", "training"))
+    jobs = (TrainingJobState("j", 1),)
+    decision = decide(FleetState(now_s=0.0, devices=devices, jobs=jobs, fleet_power_w=300.0), CONFIG)
+    alerts = [a for a in decision.of(Alert) if a.severity == "critical"]
+    assert alerts and "governor stage 'power' failed" in alerts[0].message
+    assert decision.of(StartTraining)
+
+
+def test_a_restarted_governor_decides_as_the_one_that_died():
+    fleet = ToyFleet(replace(CONFIG, power_cap_w=1100.0), seed=4)
+    fleet.run(60.0, lambda t: 0.8)
+    state = fleet.state(fleet.readings[-1])
+    reloaded = replace(state, memory=ControlMemory.from_dict(json.loads(json.dumps(state.memory.to_dict()))))
+    assert state.memory.periods == 60
+    assert decide(reloaded, fleet.config) == decide(state, fleet.config)
 
 
 def test_cap_below_idle_draw_is_offline_not_a_crash():

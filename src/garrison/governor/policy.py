@@ -175,9 +175,9 @@ def decide(state: FleetState, config: GovernorConfig) -> Decision:
     except Exception as error:  # noqa: BLE001
         failed("gate", error)
         gate = GateVerdict("degraded", (f"the deployment gate could not be computed: {error}",))
-    reading_info["serving_utilization"] = (
-        round(sum(measured_utilization(by_id[i]) for i in serving_ids if i in by_id) / len(serving_ids), 4)
-        if serving_ids
-        else None
-    )
+    try:
+        utilizations = [measured_utilization(by_id[i]) for i in serving_ids if i in by_id]
+        reading_info["serving_utilization"] = round(sum(utilizations) / len(utilizations), 4) if utilizations else None
+    except Exception as error:  # noqa: BLE001
+        failed("summary", error)
     return Decision(actions=tuple(actions), memory=memory, gate=gate, reading=reading_info)
