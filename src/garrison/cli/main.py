@@ -27,6 +27,9 @@ from garrison.cli import shield as _shield  # noqa: E402
 
 _shield.register(app)
 _video.eval_app.command("policy")(_shield.eval_policy_command)
+from garrison.cli import governor as _governor  # noqa: E402
+
+_governor.register(app)
 from garrison.cli import tenants as _tenants  # noqa: E402
 
 _tenants.register(app)

@@ -1,0 +1,312 @@
+"""`garrison demo`: one training job and bursts of video requests on the same devices, under a power cap that binds.
+
+What it runs, on the embedded defaults (this machine's devices, a SQLite store in the output folder):
+
+1. Training alone: the built-in model's `garrison train` on the training pool, nothing else running. Its steps per
+   second are the baseline.
+2. Governed: the governor's control loop starts; a first burst of video requests arrives while no training job runs,
+   so the idle training device is lent to serving; then the same training job (same seed, so the same batches) is
+   submitted and its device reclaimed within the grace period; a second burst arrives while it trains, and the power
+   cap binds: the controller degrades serving (quality ladder, then limits) and never touches training.
+3. The report: summary JSON (the figures issue 4 asks for) and an HTML page with charts.
+
+The figures are measured, not modelled: steps/s from the training process's own metrics file, power from the
+per-device sampler (on a CPU-only machine an estimate, and the report says so), videos from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from garrison.core.fleet import JobStatus, VideoStatus
+from garrison.core.types import Device
+from garrison.energy.power import DevicePowerSampler
+from garrison.governor.executors.local import LocalExecutor, read_training_metrics, wait_for
+from garrison.governor.runtime import DevicePowerModel, GovernorRuntime
+from garrison.governor.state import GovernorConfig, Pool
+from garrison.hardware.cpu import CpuPowerModel
+from garrison.hardware.devices import fleet_devices
+from garrison.hardware.power_limit import CpuSlotLimiter, power_limit_info
+from garrison.store import Store, open_store
+
+DEMO_PROMPTS = (
+    "a red circle moving right on a black background",
+    "a blue square moving up on a white background",
+    "a green triangle rotating on a gray background",
+    "a yellow star bouncing on a navy background",
+    "an orange circle moving left on a black background",
+    "a purple square zooming in on a white background",
+)
+
+
+@dataclass
+class DemoConfig:
+    """The demo's knobs; the defaults run in a few minutes on a 2-core CPU."""
+
+    out_dir: Path = Path("demo-out")
+    power_cap_w: float | None = None  # None: idle draw + 75% of the span to full load, so the cap binds
+    first_burst: int = 6
+    second_burst: int = 10
+    video_seconds: int = 2
+    video_size: str = "64x64"
+    video_steps: int = 12
+    train_steps: int = 30
+    train_batch_tokens: int = 1024
+    warmup_steps: int = 3  # steps left out of throughput: first-step allocation and caches
+    control_period_s: float = 1.0
+    grace_period_s: float = 3.0
+    slo_s: float = 120.0
+    lend_wait_s: float = 6.0  # how long the first burst runs on lent capacity before training is submitted
+    timeout_s: float = 900.0
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any]
+    out_dir: Path
+    report_html: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _train_command(cfg: DemoConfig, run_dir: Path) -> list[str]:
+    import sys
+
+    return [
+        sys.executable, "-m", "garrison.cli.main", "train",
+        "--steps", str(cfg.train_steps), "--batch-tokens", str(cfg.train_batch_tokens),
+        "--seed", "0", "--out", str(run_dir), "--eval-limit", "0", "--json",
+    ]  # fmt: skip
+
+
+def _steps_per_s(metrics: Path, warmup_steps: int) -> float | None:
+    """Steps per second after the warm-up steps, from a training metrics file."""
+    rows = []
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            row = json.loads(line)
+            rows.append((int(row["step"]), float(row["unix_s"])))
+        except (ValueError, KeyError):
+            continue
+    rows = [r for r in rows if r[0] >= warmup_steps]
+    if len(rows) < 2 or rows[-1][1] <= rows[0][1]:
+        return None
+    return (rows[-1][0] - rows[0][0]) / (rows[-1][1] - rows[0][1])
+
+
+def default_cap_w(models: dict[str, DevicePowerModel]) -> float:
+    idle = sum(m.idle_w for m in models.values())
+    busy = sum(m.busy_w for m in models.values())
+    return idle + 0.75 * (busy - idle)
+
+
+def power_models_for(devices: list[Device], cpu_power: CpuPowerModel) -> dict[str, DevicePowerModel]:
+    models = {}
+    for d in devices:
+        if d.kind == "cpu-core":
+            models[d.id] = DevicePowerModel(cpu_power.idle_w_per_core, cpu_power.active_w_per_core)
+        else:  # a GPU: busy at its power limit's maximum, idle at a tenth of it (until measured: see README)
+            info = power_limit_info(d)
+            busy = info.max_w or 700.0
+            models[d.id] = DevicePowerModel(0.1 * busy, busy)
+    return models
+
+
+def home_pools_for(devices: list[Device]) -> dict[str, Pool]:
+    """The first half (rounded down, at least one) trains, the rest serves."""
+    n_training = max(1, len(devices) // 2)
+    return {d.id: ("training" if i < n_training else "serving") for i, d in enumerate(devices)}
+
+
+def submit_burst(store: Store, tenant_id: str, cfg: DemoConfig, count: int, start: int) -> list[str]:
+    ids = []
+    for n in range(start, start + count):
+        video, _ = store.create_video(
+            tenant_id,
+            prompt=DEMO_PROMPTS[n % len(DEMO_PROMPTS)],
+            model="garrison-builtin-dit",
+            seconds=cfg.video_seconds,
+            size=cfg.video_size,
+            steps=cfg.video_steps,
+            guidance=4.0,
+            seed=n,
+            idempotency_key=f"demo-{n}",
+        )
+        ids.append(video.id)
+    return ids
+
+
+def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] | None = None) -> DemoResult:
+    """Run the demo into `cfg.out_dir`; `on_status(phase, figures)` is called as it goes (the CLI's progress)."""
+    status = on_status or (lambda phase, figures: None)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "garrison.db"
+    for stale in (db, out / "garrison.db-wal", out / "garrison.db-shm"):
+        stale.unlink(missing_ok=True)
+    for folder in ("train-alone", "train-governed", "run", "content"):  # a rerun starts from nothing
+        shutil.rmtree(out / folder, ignore_errors=True)
+    store_url = f"sqlite:///{db}"
+    store = open_store(store_url)
+    tenant, _ = store.create_tenant("demo")
+    discovery = fleet_devices()
+    devices = discovery.devices
+    cpu_power = CpuPowerModel.from_env()
+    models = power_models_for(devices, cpu_power)
+    home = home_pools_for(devices)
+    training_ids = [d for d, pool in home.items() if pool == "training"]
+    cap_w = cfg.power_cap_w if cfg.power_cap_w is not None else default_cap_w(models)
+    limiter = CpuSlotLimiter(cpu_power, owner=f"demo-{int(time.time())}") if discovery.backend == "cpu" else None
+    executor = LocalExecutor(devices, store, store_url, out / "content", out / "run", cpu_limiter=limiter)
+    started = time.time()
+    try:
+        # --- 1. training alone ----------------------------------------------------------------------------------
+        status("training alone", {"devices": training_ids})
+        executor.start_training("baseline", _train_command(cfg, out / "train-alone"), training_ids)
+        wait_for(lambda: any(e.kind == "job_exited" for e in executor.poll()), cfg.timeout_s, poll_s=0.5)
+        alone_metrics = out / "run" / "jobs" / "baseline.metrics.jsonl"
+        alone_steps_per_s = _steps_per_s(alone_metrics, cfg.warmup_steps)
+
+        # --- 2. governed: lend, reclaim, cap ---------------------------------------------------------------------
+        config = GovernorConfig(
+            power_cap_w=cap_w,
+            training_guarantee=len(training_ids),
+            serving_floor=len(devices) - len(training_ids),
+            lending_limit=None,
+            control_period_s=cfg.control_period_s,
+            grace_period_s=cfg.grace_period_s,
+            slo_s=cfg.slo_s,
+        )
+        sampler = DevicePowerSampler(devices, cpu_power)
+        runtime = GovernorRuntime(store, executor, config, home, sampler, models, cpu_limiter=limiter)
+        stop = threading.Event()
+        loop = threading.Thread(target=runtime.run, args=(stop,), name="governor", daemon=True)
+        governed_from = time.time()
+        loop.start()
+        ids = submit_burst(store, tenant.id, cfg, cfg.first_burst, 0)
+        status("first burst", {"videos": len(ids), "power_cap_w": cap_w})
+        time.sleep(cfg.lend_wait_s)
+        job = store.create_job(
+            "demo-train", command=_train_command(cfg, out / "train-governed"), devices=len(training_ids)
+        )
+        status("training submitted", {"job": job.id})
+        wait_for(lambda: store.get_job(job.id).status != JobStatus.WAITING, 60 + cfg.grace_period_s * 4, poll_s=0.2)
+        job_started = time.time()
+        ids += submit_burst(store, tenant.id, cfg, cfg.second_burst, cfg.first_burst)
+        status("second burst", {"videos": len(ids)})
+
+        def finished() -> bool:
+            done = store.get_job(job.id).status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+            videos = [store.get_video(i) for i in ids]
+            return done and all(v.status in (VideoStatus.COMPLETED, VideoStatus.FAILED) for v in videos)
+
+        def report_progress() -> bool:
+            videos = [store.get_video(i) for i in ids]
+            status(
+                "running",
+                {
+                    "completed": sum(v.status == VideoStatus.COMPLETED for v in videos),
+                    "videos": len(ids),
+                    "training_steps": read_training_metrics(
+                        executor.run_dir / "jobs" / f"{job.id}.metrics.jsonl"
+                    ).steps,
+                    "train_steps": cfg.train_steps,
+                },
+            )
+            return finished()
+
+        wait_for(report_progress, cfg.timeout_s, poll_s=1.0)
+        time.sleep(cfg.control_period_s * 2)  # let the loop record the end state
+        stop.set()
+        loop.join(timeout=60)
+        governed_steps_per_s = _steps_per_s(out / "run" / "jobs" / f"{job.id}.metrics.jsonl", cfg.warmup_steps)
+        summary = summarise(
+            store, ids, config, governed_from, job.id, alone_steps_per_s, governed_steps_per_s, home, models, runtime
+        )
+        summary.update(
+            power_source=sampler.source,
+            devices=[d.id for d in devices],
+            device_backend=discovery.backend,
+            power_limit_mechanism=(limiter.reason if limiter and limiter.available else "none settable")
+            if discovery.backend == "cpu"
+            else "NVML",
+            training_wait_s=round(job_started - governed_from - cfg.lend_wait_s, 2),
+            wall_s=round(time.time() - started, 1),
+        )
+    finally:
+        executor.shutdown()
+        if limiter is not None:
+            limiter.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from garrison.governor.report import write_report
+
+    html = write_report(store, out, summary, since=governed_from)
+    return DemoResult(summary, out, html)
+
+
+def summarise(
+    store: Store,
+    ids: list[str],
+    config: GovernorConfig,
+    since: float,
+    job_id: str,
+    alone_steps_per_s: float | None,
+    governed_steps_per_s: float | None,
+    home: dict[str, Pool],
+    models: dict[str, DevicePowerModel],
+    runtime: GovernorRuntime,
+) -> dict[str, Any]:
+    """The figures issue 4 asks the demo for, from the store's samples and rows."""
+    samples = [s for s in store.list_samples(since=since, limit=100_000)]
+    over = [s for s in samples if s.power_w > s.power_cap_w]
+    overshoot = max((s.power_w / s.power_cap_w - 1 for s in samples), default=0.0)
+    # Lent capacity: each sample where a training-home device serves, how busy it was (from its power reading).
+    lent_used, lent_total = 0.0, 0
+    for s in samples:
+        assignments = s.extra.get("devices", {})
+        for device_id, assignment in assignments.items():
+            if home.get(device_id) == "training" and assignment == "serving":
+                m = models[device_id]
+                p = s.extra.get("power_w_by_device", {}).get(device_id)
+                if p is not None and m.busy_w > m.idle_w:
+                    lent_used += min(max((p - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
+                    lent_total += 1
+    videos = [store.get_video(i) for i in ids]
+    completed = [v for v in videos if v.status == VideoStatus.COMPLETED]
+    failed = [v for v in videos if v.status == VideoStatus.FAILED]
+    latencies = [v.completed_at - v.created_at for v in completed if v.completed_at]
+    retention = (
+        governed_steps_per_s / alone_steps_per_s if alone_steps_per_s and governed_steps_per_s is not None else None
+    )
+    return {
+        "training_throughput_retention": None if retention is None else round(retention, 4),
+        "training_steps_per_s_alone": alone_steps_per_s,
+        "training_steps_per_s_governed": governed_steps_per_s,
+        "lent_capacity_used_fraction": round(lent_used / lent_total, 4) if lent_total else None,
+        "lent_device_periods": lent_total,
+        "power_over_cap_fraction": round(len(over) / len(samples), 4) if samples else None,
+        "max_overshoot_fraction": round(max(overshoot, 0.0), 4),
+        "power_cap_w": config.power_cap_w,
+        "control_periods": len(samples),
+        "lost_requests": len(ids) - len(completed) - len(failed),
+        "failed_requests": len(failed),
+        "videos": len(ids),
+        "joules_per_video": round(statistics.fmean(v.joules for v in completed if v.joules is not None), 3)
+        if completed
+        else None,
+        "latency_p50_s": round(statistics.median(latencies), 2) if latencies else None,
+        "latency_max_s": round(max(latencies), 2) if latencies else None,
+        "quality_levels_used": sorted({v.quality_level for v in completed if v.quality_level is not None}),
+        "reclaim_s": [round(x, 2) for x in runtime.stats.reclaim_seconds],
+        "decisions": len(store.list_decisions(since=since, limit=100_000)),
+        "governor_errors": runtime.stats.errors,
+        "config": {k: (v if not (isinstance(v, float) and math.isinf(v)) else None) for k, v in asdict(config).items()},
+    }
