@@ -35,8 +35,8 @@ LONG = {"seconds": 8, "size": "64x64", "steps": 4}  # about 3 s on one core: lon
 
 @pytest.fixture(scope="class")
 def local_ray():
-    """One Ray node with 4 fake GPUs and 2 CPUs."""
-    ray.init(num_cpus=2, num_gpus=4, **RAY_ARGS)
+    """One Ray node with 4 fake GPUs and 2 CPUs, our own even when another Ray runs on this machine."""
+    ray.init(address="local", num_cpus=2, num_gpus=4, **RAY_ARGS)
     try:
         yield
     finally:
@@ -226,6 +226,10 @@ class TestOneNodeFourFakeGpus:
         with pytest.raises(ValueError, match="held by training job job_pack"):
             ex.start_serving(devices[0])
         assert ex.view().training == {"job_pack": tuple(devices)}
+        with pytest.raises(ValueError, match="in use"):
+            ex.start_training("job_other", _metrics_script(steps=1, sleep_s=0), [devices[1], ex.devices[0].id])
+        with pytest.raises(ValueError, match="already running"):
+            ex.start_training("job_pack", _metrics_script(steps=1, sleep_s=0), [ex.devices[0].id])
 
         event = _wait_events(ex, "job_exited", "job_pack")
         assert event.returncode == 0 and event.device_ids == tuple(devices)

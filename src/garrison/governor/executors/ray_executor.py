@@ -432,7 +432,7 @@ class RayExecutor(Executor):
             actor = _TrainingRemote.options(
                 num_gpus=1,
                 num_cpus=self.cpus_per_actor,
-                name=f"{job_id}-node{rank}",
+                name=f"{job_id}-node{rank}-{uuid.uuid4().hex[:6]}",  # a restarted job must not clash
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     group, placement_group_bundle_index=device_ids.index(on_node[0])
                 ),
