@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from garrison.governor.executors.serving_worker import default_content_dir
 from garrison.server.admission import Admission
 from garrison.server.auth import KeyCache, RateLimiter
+from garrison.server.dashboard import dashboard_router
 from garrison.server.errors import error_body, install_error_handlers
 from garrison.server.logs import configure_json_logging, log_fields
 from garrison.server.metrics import AppMetrics
@@ -172,6 +173,7 @@ def create_app(
     app.include_router(videos.router)
     app.include_router(jobs.router)
     app.include_router(ops.router)
+    app.include_router(dashboard_router(lambda: app.state.store))
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
