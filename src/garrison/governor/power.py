@@ -13,14 +13,17 @@ family only when the previous one is exhausted:
 Below `power_cap_w * low_watermark` for `restore_hold_periods` periods in a row it restores one rung, in exactly the
 reverse order, and only when the predicted reading after the step stays under the high watermark.
 
-The controller is reactive (the meters' reading) and predictive (a per-device power model: idle power plus busy
-minus idle power times utilization, clipped at the power limit, with utilization from the measured demand and the
-ladder's cost per request). The model serves three purposes: it sees a burst in the queue before the meters do
-(feed-forward), it jumps several rungs in one tick when the reading is far over, and it refuses a restore that would
-cross the high watermark. Predictions are differences applied to the measured reading, so a model that is off by a
-constant does not move the cap. After a step whose effect arrives with the next requests (quality, concurrency,
-admission), the controller waits for it (up to the grace period) before escalating again, unless the reading is
-above the cap itself.
+The controller is reactive (the meters' reading) and predictive, from a per-device power model (idle power plus
+busy minus idle power times utilization, clipped at the power limit; utilization from the measured demand and the
+ladder's cost per request). It predicts three numbers for any point on the ladder: the next period (requests
+already running keep running, waiting ones fill free slots at once, power limits act at once), the steady-state
+mean, and the steady-state peak (the 99.5th percentile of the number of requests running at once, Poisson for random
+arrivals). It steps down when the reading or the feed-forward (the model seeing a burst in the queue, or a training
+start, before the meters do) is above the high watermark, or when the next period or the peak would break the cap;
+it walks as many rungs in one tick as it takes to bring all three under; and it refuses a restore that would bring
+any of them over the high watermark. After a step whose effect arrives with the next requests (quality,
+concurrency, admission), it waits for that (up to the grace period) before escalating again, unless the cap itself
+is broken.
 
 Hand-written: the ladder, its order and the fleet power model are garrison's; a PID library would not know that the
 actuators are ordered discrete rungs with delayed effect.
@@ -321,6 +324,24 @@ def _settle_s(state: FleetState, config: GovernorConfig, families: set[str], kno
     return min(max(per_request, config.control_period_s), max(config.grace_period_s, config.control_period_s))
 
 
+def _why_down(reading_w: float, predicted_w: float, next_w: float, peak_w: float, config: GovernorConfig) -> str:
+    """The trigger of a step down, in words."""
+    cap = f"the {config.power_cap_w:.0f} W cap"
+    if reading_w > config.power_cap_w:
+        return f"fleet power {reading_w:.0f} W is over {cap}"
+    if predicted_w > config.high_w:
+        return (
+            f"fleet power {reading_w:.0f} W (predicted {predicted_w:.0f} W at the measured demand) is above the"
+            f" {config.high_w:.0f} W high watermark of {cap}"
+        )
+    if next_w > config.power_cap_w:
+        return f"fleet power {reading_w:.0f} W is predicted to reach {next_w:.0f} W next period, over {cap}"
+    return (
+        f"fleet power {reading_w:.0f} W, but at the measured demand the busiest 0.5% of periods would draw"
+        f" {peak_w:.0f} W, over {cap}"
+    )
+
+
 def control_power(
     state: FleetState,
     config: GovernorConfig,
@@ -402,25 +423,23 @@ def control_power(
         # Walk down in order until the steady state is under the high watermark and the next period under the cap.
         target = knobs
         families: list[str] = []
-        after_w, after_next_w = predicted_w, next_after(knobs)
+        after_w, after_next_w, after_peak_w = predicted_w, next_after(knobs), peak_after(knobs)
         while True:
             nxt = step_down(target, devices, config)
             if nxt is None:
                 break
             family, target = nxt
             families.append(family)
-            after_w, after_next_w = steady_after(target), next_after(target)
-            if after_w <= high_w and after_next_w <= cap_w and peak_after(target) <= cap_w:
+            after_w, after_next_w, after_peak_w = steady_after(target), next_after(target), peak_after(target)
+            if after_w <= high_w and after_next_w <= cap_w and after_peak_w <= cap_w:
                 break
-        over = "over" if reading_w > cap_w else "near"
-        why = (
-            f"fleet power {reading_w:.0f} W (predicted {predicted_w:.0f} W, next period {next_after(knobs):.0f} W) is"
-            f" {over} the {cap_w:.0f} W cap (high watermark {high_w:.0f} W)"
-        )
+        why = _why_down(reading_w, predicted_w, next_after(knobs), peak_after(knobs), config)
         reading["predicted_after_w"] = round(after_w, 3)
         reading["next_period_after_w"] = round(after_next_w, 3)
+        reading["peak_after_w"] = round(after_peak_w, 3)
         actions.extend(_actions_between(knobs, target, families[-1] if families else "", why, reading))
-        if (after_w > high_w or after_next_w > cap_w) and "cap_exhausted" not in memory.alerted:
+        exhausted = after_w > high_w or after_next_w > cap_w or after_peak_w > cap_w
+        if exhausted and "cap_exhausted" not in memory.alerted:
             message = (
                 f"{why}, and every rung is taken (lowest quality, concurrency 1, minimum power limits, admission"
                 f" shed, training throttled): predicted {after_w:.0f} W. Raise the cap or stop devices"
