@@ -623,3 +623,58 @@ def test_rows_are_frozen_plain_dataclasses(store, make_video):
     assert dataclasses.is_dataclass(video)
     with pytest.raises(dataclasses.FrozenInstanceError):
         video.status = "completed"  # type: ignore[misc]
+
+
+def test_workers_reaper_and_deleter_at_once_never_deadlock_or_double_complete(store, tenant, make_video):
+    made = [make_video(seed=i).id for i in range(80)]
+    completions: dict[str, list[str]] = {video_id: [] for video_id in made}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker(name: str) -> None:
+        while (video := store.claim_video(name, "cpu:0", 0.05, 0)) is not None:
+            if not store.heartbeat(video.id, name, 50, 0.05):
+                continue
+            if video.seed % 3 == 0 and video.attempts == 1:
+                # Outlive the lease: if the reaper requeued the video meanwhile, this completion must be refused.
+                time.sleep(0.1)
+            if store.complete_video(video.id, name, **DONE):
+                completions[video.id].append(name)
+
+    def reaper() -> None:
+        while not stop.wait(0.005):
+            store.recover_expired(max_attempts=5)
+
+    def deleter() -> None:
+        for video_id in made[::7]:
+            store.delete_video(video_id, tenant.id)
+
+    def guard(target, *args) -> None:
+        try:
+            target(*args)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=guard, args=(worker, f"w{i}")) for i in range(4)]
+    threads += [threading.Thread(target=guard, args=(reaper,)), threading.Thread(target=guard, args=(deleter,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads[:4] + threads[5:]:
+        thread.join(timeout=120)
+    # Whatever the reaper put back after the workers left: finish it here.
+    stop.set()
+    threads[4].join(timeout=60)
+    assert errors == []
+    for video_id in made:
+        assert len(completions[video_id]) <= 1  # never completed twice
+    engine = sa.create_engine(store.url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, status, deleted_at FROM videos")).all()
+    engine.dispose()
+    for video_id, status, deleted_at in rows:
+        if completions[video_id]:
+            assert status == "completed"
+        elif deleted_at is not None:
+            assert status in ("failed", "completed")
+        else:
+            assert status in ("queued", "in_progress", "failed")
