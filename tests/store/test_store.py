@@ -334,6 +334,7 @@ def test_create_video_keeps_estimate_and_policy(store, tenant):
         ({"seed": 2**64}, "seed must be <="),
         ({"idempotency_key": "k" * 256}, "the limit is 255"),
         ({"policy": {"x": object()}}, "policy must be JSON"),
+        ({"policy": {"x": ["a\x00b"]}}, "policy contains a NUL"),
         ({"estimated_cost": (1.0, 2.0)}, "estimated_cost must be"),
     ],
 )
@@ -436,6 +437,7 @@ NASTY = [
     "%s %(x)s :name ? $1 \\x00 \\' \\\\",
     "ünïcödé 🎬 — 漢字 \u202e right-to-left",
     "line\nbreak\ttab\r",
+    "\\u0000 is six characters here, not a NUL",
 ]
 
 

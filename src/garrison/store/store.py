@@ -150,9 +150,19 @@ def _json(value: object, what: str) -> Any:
         raise ValueError(
             f"{what} must be JSON (dicts, lists, strings, finite numbers, booleans, None): {error}"
         ) from None
-    if "\\u0000" in json.dumps(value):
+    if _has_nul(value):
         raise ValueError(f"{what} contains a NUL character")
     return value
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _dict(value: object, what: str) -> dict[str, Any]:
