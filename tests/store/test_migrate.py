@@ -143,3 +143,26 @@ def test_an_uncreatable_directory_is_a_store_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot create the directory"):
         open_store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'garrison.db'}")
+
+
+def test_upgrade_from_the_first_revision_keeps_the_rows(store_url):
+    engine = _engine(store_url)
+    with engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO tenants (id, name, admin, key_sha256, key_prefix, created_at) "
+                "VALUES ('ten_old', 'old', false, :digest, 'gk-old00', 1.0)"
+            ),
+            {"digest": "0" * 64},
+        )
+    engine.dispose()
+    with open_store(store_url) as store:
+        assert store.tenant_by_name("old").id == "ten_old"
+        engine = _engine(store_url)
+        with engine.connect() as conn:
+            assert current_revisions(conn) == head_revisions()
+            assert "ix_videos_completed_at" in {index["name"] for index in sa.inspect(conn).get_indexes("videos")}
+        engine.dispose()

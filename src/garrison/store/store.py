@@ -867,6 +867,7 @@ class Store:
         """Videos created or completed since `since`, across tenants, oldest first (service times, arrival rate,
         SLO attainment; the dashboard's recent videos)."""
         limit = _int(limit, "limit", minimum=1, maximum=100_000)
+        since = _number(since, "since")
         query = (
             sa.select(videos)
             .where(sa.or_(videos.c.created_at >= since, videos.c.completed_at >= since))
