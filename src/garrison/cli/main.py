@@ -30,6 +30,9 @@ _video.eval_app.command("policy")(_shield.eval_policy_command)
 from garrison.cli import governor as _governor  # noqa: E402
 
 _governor.register(app)
+from garrison.cli import server as _server  # noqa: E402
+
+_server.register(app)
 from garrison.cli import tenants as _tenants  # noqa: E402
 
 _tenants.register(app)

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 METRICS_ENV = "GARRISON_METRICS_FILE"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the thread that started it dies (Linux PR_SET_PDEATHSIG), so a
+    governor killed with SIGKILL leaves no orphan workers holding devices; what they held is requeued by them on
+    SIGTERM, and by the next governor's `recover()` otherwise."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class _Proc:
     kind: str  # "serving" | "training"
@@ -103,10 +114,13 @@ class LocalExecutor(Executor):
         try:
             if cores and hasattr(os, "sched_setaffinity"):
                 os.sched_setaffinity(pid, {d.index for d in cores})
-            if self.cpu_limiter is not None and len(cores) == 1:  # a slot's power limit applies to its process
-                self.cpu_limiter.attach(cores[0], pid)
         except ProcessLookupError:  # it already exited; poll() will report it
-            pass
+            return
+        if self.cpu_limiter is not None and len(cores) == 1:  # a slot's power limit applies to its process
+            try:
+                self.cpu_limiter.attach(cores[0], pid)
+            except OSError as exc:  # the process runs, unlimited; the controller sees the power and acts on others
+                log.warning("could not put pid %d in %s's power-limit group: %s", pid, cores[0].id, exc)
 
     def _spawn(self, kind: str, key: str, command: list[str], device_ids: list[str], metrics: Path | None) -> _Proc:
         log_path = self.run_dir / "logs" / f"{key}.log"
@@ -115,9 +129,19 @@ class LocalExecutor(Executor):
             env[METRICS_ENV] = str(metrics)
         with log_path.open("ab") as log_file:
             popen = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
-        self._pin(popen.pid, device_ids)
+        try:
+            self._pin(popen.pid, device_ids)
+        except BaseException:  # never leave a process running that this executor does not track
+            popen.kill()
+            popen.wait()
+            raise
         log.info("started %s %s on %s (pid %d): %s", kind, key, ",".join(device_ids), popen.pid, " ".join(command))
         return _Proc(kind, key, tuple(device_ids), popen, log_path, metrics)
 
