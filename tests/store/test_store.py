@@ -332,6 +332,7 @@ def test_create_video_keeps_estimate_and_policy(store, tenant):
         ({"guidance": -1.0}, "guidance must be >= 0"),
         ({"guidance": math.nan}, "guidance must be finite"),
         ({"seed": 2**64}, "seed must be <="),
+        ({"seconds": 2**40}, "seconds must be <= 2147483647"),
         ({"idempotency_key": "k" * 256}, "the limit is 255"),
         ({"policy": {"x": object()}}, "policy must be JSON"),
         ({"policy": {"x": ["a\x00b"]}}, "policy contains a NUL"),
@@ -547,6 +548,9 @@ def test_job_errors(store):
         store.update_job(job.id, throttled=True)
     with pytest.raises(ValueError, match="job status must be one of"):
         store.update_job(job.id, status="exploded")
+    with pytest.raises(ValueError, match="pid must be <="):
+        store.update_job(job.id, pid=2**40)
+    assert store.update_job(job.id, steps_done=2**40).steps_done == 2**40  # a 64-bit counter
     with pytest.raises(ValueError, match="job status must be one of"):
         store.list_jobs(status="exploded")
     with pytest.raises(NotFound):

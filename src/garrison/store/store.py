@@ -48,6 +48,7 @@ WORKER_LOST = "worker_lost"
 
 _SIZE_RE = re.compile(r"^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$")
 _INT64 = 2**63
+_INT32_MAX = 2**31 - 1
 _ACTIVE = (VideoStatus.QUEUED.value, VideoStatus.IN_PROGRESS.value)
 # The parameters that define a request: a retry with the same idempotency key must repeat them exactly.
 _REQUEST_FIELDS = ("prompt", "model", "seconds", "size", "steps", "guidance", "seed")
@@ -116,12 +117,13 @@ def _optional_text(value: object, what: str, **kwargs: Any) -> str | None:
     return None if value is None else _text(value, what, **kwargs)
 
 
-def _int(value: object, what: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def _int(value: object, what: str, *, minimum: int | None = None, maximum: int = _INT32_MAX) -> int:
+    """An integer in range; by default one that fits the 32-bit INTEGER columns PostgreSQL enforces."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
+    if value > maximum:
         raise ValueError(f"{what} must be <= {maximum}, got {value}")
     return value
 
@@ -979,7 +981,8 @@ class Store:
                     raise ValueError("devices_held must be a list of device ids")
                 values[key] = [_text(device, "device id") for device in value]
             elif key in ("pid", "steps_done"):
-                values[key] = None if value is None and key == "pid" else _int(value, key, minimum=0)
+                maximum = _INT64 - 1 if key == "steps_done" else _INT32_MAX
+                values[key] = None if value is None and key == "pid" else _int(value, key, minimum=0, maximum=maximum)
             elif key == "error":
                 values[key] = _optional_text(value, "error", empty_ok=True)
             elif key == "joules":
@@ -1016,7 +1019,7 @@ class Store:
         JSON cannot hold, is stored as None: a meter that gave no reading."""
         values = {
             "ts": time.time(),
-            "tick": _int(tick, "tick"),
+            "tick": _int(tick, "tick", maximum=_INT64 - 1),
             "action": _text(action, "action"),
             "target": _optional_text(target, "target", empty_ok=True),
             "reason": _text(reason, "reason", empty_ok=True),
