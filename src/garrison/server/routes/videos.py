@@ -53,7 +53,8 @@ ERRORS = {
     429: {"model": ErrorResponse, "description": "Quota or rate limit; see Retry-After."},
 }
 
-_CREATE_SCHEMA = {"$ref": "#/components/schemas/VideoCreate"}
+# Inline (VideoCreate is parsed by hand, for both content types, so FastAPI would not list it among the components).
+_CREATE_SCHEMA = VideoCreate.model_json_schema()
 _CREATE_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
