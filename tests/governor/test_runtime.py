@@ -117,3 +117,35 @@ def test_a_cap_below_the_idle_draw_is_refused_with_the_numbers(tmp_path):
     url = f"sqlite:///{tmp_path / 'g.db'}"
     with pytest.raises(GovernorConfigError, match="idle"):
         _runtime(tmp_path, url, open_store(url), power_cap_w=2.0)
+
+
+def test_a_worker_that_stops_reporting_is_marked_lost_and_its_video_finishes_elsewhere(tmp_path):
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = open_store(url)
+    runtime, devices = _runtime(tmp_path, url, store, worker_timeout_s=4.0, lending_limit=0)
+    [video_id] = _videos(store, 1, steps=300)
+    stop = threading.Event()
+    loop = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    loop.start()
+    hung_pid = None
+    try:
+        assert wait_for(lambda: store.get_video(video_id).status == VideoStatus.IN_PROGRESS, 120)
+        worker_id = store.get_video(video_id).worker_id
+        hung_pid = runtime.executor.pids()[worker_id]
+        os.kill(hung_pid, signal.SIGSTOP)  # alive but silent: no beats, no heartbeats, no progress
+        lost = lambda: any(d.action == "mark_lost" for d in store.list_decisions(limit=10_000))  # noqa: E731
+        assert wait_for(lost, 30)
+        assert wait_for(lambda: store.get_video(video_id).worker_id not in (None, worker_id), 120)
+        assert wait_for(lambda: store.get_video(video_id).status == VideoStatus.COMPLETED, 300)
+    finally:
+        stop.set()
+        loop.join(60)
+        if hung_pid is not None:
+            try:
+                os.kill(hung_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert store.get_video(video_id).attempts == 2

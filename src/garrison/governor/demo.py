@@ -310,3 +310,47 @@ def summarise(
         "governor_errors": runtime.stats.errors,
         "config": {k: (v if not (isinstance(v, float) and math.isinf(v)) else None) for k, v in asdict(config).items()},
     }
+
+
+def run_naive(cfg: DemoConfig) -> dict[str, Any]:
+    """Naive co-location, for comparison: the same training job and the same requests started together on the same
+    devices with no governor: no pinning, no pools, every process free to use every core (or GPU)."""
+    import os
+    import subprocess
+    import sys
+
+    out = Path(cfg.out_dir) / "naive"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    store_url = f"sqlite:///{out / 'garrison.db'}"
+    store = open_store(store_url)
+    tenant, _ = store.create_tenant("naive")
+    devices = fleet_devices().devices
+    metrics = out / "train.metrics.jsonl"
+    env = {**os.environ, "GARRISON_METRICS_FILE": str(metrics)}
+    for var in ("GARRISON_TORCH_THREADS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
+        env.pop(var, None)
+    submit_burst(store, tenant.id, cfg, cfg.first_burst + cfg.second_burst, 0)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "garrison.governor.executors.serving_worker", "--store", store_url,
+             "--worker-id", f"naive-{i}", "--device", d.id, "--content-dir", str(out / "content")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        for i, d in enumerate(devices)
+    ]
+    try:
+        train = subprocess.run(
+            _train_command(cfg, out / "train"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    done = sum(1 for v in store.recent_videos(0) if v.status == VideoStatus.COMPLETED)
+    return {"training_steps_per_s_naive": _steps_per_s(metrics, cfg.warmup_steps), "returncode": train.returncode,
+            "videos_completed_meanwhile": done}  # fmt: skip

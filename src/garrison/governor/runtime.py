@@ -112,7 +112,7 @@ class GovernorRuntime:
         self.stats = RuntimeStats()
         self.last_sample: PowerSample | None = None
         self.last_decision: Decision | None = None
-        self._lost: set[str] = set()
+        self._lost: dict[str, float] = {}  # device id -> until when it is left alone after being marked lost
         config.validate([self._device_state(d, {}, math.nan) for d in devices])
 
     # --- restart --------------------------------------------------------------------------------------------------
@@ -184,9 +184,20 @@ class GovernorRuntime:
             power_limit_settable=info.settable,
             in_flight=tuple(in_flight.get(device.id, [])),
             draining_deadline_s=deadline,
-            last_report_s=self.clock(),
+            last_report_s=self._last_report_s(device.id),
             healthy=device.id not in self._lost,
         )
+
+    def _last_report_s(self, device_id: str) -> float:
+        """When the device's worker last showed it is alive: its `worker.<id>.seen` beat, or its start (a worker
+        loading its model has not beaten yet). A device with no worker has nothing to report: now."""
+        now_s = self.clock()
+        worker = self.executor.worker_on(device_id)
+        if worker is None:
+            return now_s
+        worker_id, started_s = worker
+        seen = self.store.get_setting(f"worker.{worker_id}.seen")
+        return max(float(seen) if isinstance(seen, int | float) else 0.0, started_s)
 
     def _serving_state(self, now_s: float) -> ServingState:
         stats = self.store.queue_stats()
@@ -305,7 +316,8 @@ class GovernorRuntime:
                 "training_throttled", action.job_id, {"device_id": action.device_id, "watts": action.watts}
             )
         elif isinstance(action, MarkLost):
-            self._lost.add(action.device_id)
+            # Stop it and leave it alone for one timeout; then the floor (or a Lend) starts a fresh worker there.
+            self._lost[action.device_id] = now_s + self.config.worker_timeout_s
             ex.stop_serving(action.device_id)
             for video_id in action.requeue_video_ids:
                 store.requeue_video(video_id, f"{action.device_id} stopped reporting")
@@ -395,6 +407,7 @@ class GovernorRuntime:
     def tick(self) -> Decision:
         """One control period: reap, read, decide, apply, record."""
         now_s = self.clock()
+        self._lost = {d: until for d, until in self._lost.items() if until > now_s}
         self._reap(now_s)
         state = self.read()
         decision = policy.decide(state, self.config)

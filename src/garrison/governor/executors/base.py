@@ -80,6 +80,11 @@ class Executor(ABC):
     def view(self) -> ExecutorView:
         """Who runs where now."""
 
+    def worker_on(self, device_id: str) -> tuple[str, float] | None:
+        """(worker id, unix start time) of the serving worker on `device_id`; None when there is none or the
+        executor cannot tell (then the runtime treats the device as reporting)."""
+        return None
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop everything this executor started; serving work in flight is requeued."""

@@ -54,6 +54,7 @@ class _Proc:
     log_path: Path
     metrics_path: Path | None = None
     stopping: bool = False
+    started_unix_s: float = 0.0
 
 
 class LocalExecutor(Executor):
@@ -143,7 +144,7 @@ class LocalExecutor(Executor):
             popen.wait()
             raise
         log.info("started %s %s on %s (pid %d): %s", kind, key, ",".join(device_ids), popen.pid, " ".join(command))
-        return _Proc(kind, key, tuple(device_ids), popen, log_path, metrics)
+        return _Proc(kind, key, tuple(device_ids), popen, log_path, metrics, started_unix_s=time.time())
 
     # --- serving ----------------------------------------------------------------------------------------------------
 
@@ -251,6 +252,11 @@ class LocalExecutor(Executor):
             draining={d: self._serving[d].key for d in self._draining if d in self._serving},
             training={j: p.device_ids for j, p in self._training.items()},
         )
+
+    def worker_on(self, device_id: str) -> tuple[str, float] | None:
+        """(worker id, unix start time) of the serving worker on `device_id`, if one runs there."""
+        proc = self._serving.get(device_id)
+        return (proc.key, proc.started_unix_s) if proc else None
 
     def pids(self) -> dict[str, int]:
         """Process ids by worker or job id (the soak benchmark kills workers by these)."""

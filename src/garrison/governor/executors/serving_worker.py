@@ -350,6 +350,20 @@ def _energy_summary(energy: dict[str, Any]) -> dict[str, Any]:
     return {k: energy.get(k) for k in keys}
 
 
+ALIVE_EVERY_S = 2.0
+
+
+def _report_alive(store: Any, worker_id: str, stop: threading.Event, abort: threading.Event) -> None:
+    """Write `worker.<id>.seen` (unix seconds) every ALIVE_EVERY_S: the governor marks a worker that stops reporting
+    (hung, stopped, partitioned from the store) as lost and requeues its work."""
+    while not (stop.is_set() or abort.is_set()):
+        try:
+            store.set_setting(f"worker.{worker_id}.seen", time.time())
+        except Exception as exc:  # a store hiccup must not kill the worker; the next beat retries
+            log.warning("worker %s could not report alive: %s", worker_id, exc)
+        abort.wait(ALIVE_EVERY_S)
+
+
 def run_worker(
     store_url: str | None,
     worker_id: str,
@@ -383,6 +397,8 @@ def run_worker(
     content_dir = Path(content_dir)
     content_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)
+    alive = threading.Thread(target=_report_alive, args=(store, worker_id, stop, abort), daemon=True)
+    alive.start()  # before the model loads: the governor knows the worker is up from its first seconds
     worker = ServingWorker(
         store, worker_id, device_id, content_dir, BuiltinPipeline.load(), lease_s=lease_s, stop=stop, abort=abort
     )
