@@ -1,0 +1,213 @@
+"""Create and poll against a running garrison server at a sustained rate, from a second process on loopback.
+
+Starts `python -m garrison.server.app` over a fresh SQLite store (no workers: videos stay queued, so what is measured
+is the non-generating path: auth, validation, the prompt policy, quotas, admission and the store). This process
+then sends an open-loop schedule of requests at --rps for --duration-s (asyncio + httpx): a tenth are creates
+(each with its own Idempotency-Key, retried with the same key on a transport error), the rest retrieve a video
+created earlier. Latency is measured from each request's send to its response.
+
+Afterwards the store is read directly: every acknowledged create must be a row (lost = acknowledged ids missing),
+and there must be no more rows than acknowledged ids (duplicated = rows beyond them).
+Prints one JSON line. Targets: 200 req/s for 60 s, zero lost or duplicated, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+PROMPTS = [
+    "a red circle moving right on a black background",
+    "a yellow square sliding left on a navy backdrop",
+    "a green triangle drifting up over a white background",
+    "a blue star moving down on a gray background",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50) * 1000, 2),
+        "p99": round(percentile(values, 99) * 1000, 2),
+        "max": round(max(values) * 1000, 2),
+        "mean": round(statistics.fmean(values) * 1000, 2),
+    }
+
+
+async def run_load(base: str, key: str, rps: float, duration_s: float, create_share: float, seed_id: str) -> dict:
+    headers = {"Authorization": f"Bearer {key}"}
+    created: list[str] = []
+    known: list[str] = [seed_id]  # ids to poll: the warm-up video, then every acknowledged create
+    latencies: dict[str, list[float]] = {"create": [], "retrieve": []}
+    errors: dict[str, int] = {}
+    lag_s: list[float] = []
+    rng = random.Random(0)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30.0) as client:
+
+        async def create(n: int) -> None:
+            body = {"prompt": PROMPTS[n % len(PROMPTS)], "seconds": "4", "size": "1280x720", "seed": n}
+            idem = {"Idempotency-Key": f"load-{uuid.uuid4().hex}"}
+            for _attempt in range(3):  # a retry after a transport error reuses the key: never a duplicate
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/videos", json=body, headers=idem)
+                except httpx.TransportError as e:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    continue
+                latencies["create"].append(time.perf_counter() - t0)
+                if r.status_code == 200:
+                    created.append(r.json()["id"])
+                    known.append(created[-1])
+                else:
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                return
+
+        async def retrieve() -> None:
+            video_id = rng.choice(known)
+            t0 = time.perf_counter()
+            try:
+                r = await client.get(f"/v1/videos/{video_id}")
+            except httpx.TransportError as e:
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                return
+            latencies["retrieve"].append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+
+        tasks = []
+        start = time.perf_counter()
+        total = int(rps * duration_s)
+        for n in range(total):
+            due = start + n / rps
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lag_s.append(max(0.0, time.perf_counter() - due))
+            is_create = rng.random() < create_share
+            tasks.append(asyncio.create_task(create(n) if is_create else retrieve()))
+        await asyncio.gather(*tasks)
+        elapsed_s = time.perf_counter() - start
+    done = len(latencies["create"]) + len(latencies["retrieve"])
+    return {
+        "created": created,
+        "latencies": latencies,
+        "errors": errors,
+        "sent": total,
+        "completed": done,
+        "elapsed_s": elapsed_s,
+        "schedule_lag_p99_ms": round(percentile(lag_s, 99) * 1000, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rps", type=float, default=200.0)
+    parser.add_argument("--duration-s", type=float, default=60.0)
+    # The SDK's create_and_poll: one create, then a poll a second (openai-poll-after-ms) until the clip is done.
+    parser.add_argument("--create-share", type=float, default=0.1)
+    args = parser.parse_args()
+
+    from garrison.store import open_store
+
+    load_before = round(os.getloadavg()[0], 2)
+
+    with tempfile.TemporaryDirectory(prefix="garrison-load-") as tmp:
+        env = {**os.environ, "GARRISON_HOME": str(Path(tmp) / "home")}
+        os.environ["GARRISON_HOME"] = env["GARRISON_HOME"]
+        url = f"sqlite:///{Path(tmp) / 'garrison.db'}"
+        store = open_store(url)
+        tenant, key = store.create_tenant("load")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with open(Path(tmp) / "server.log", "wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "garrison.server.app", "--port", str(port), "--store", url,
+                 "--content-dir", str(Path(tmp) / "content")],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        if time.monotonic() > deadline or server.poll() is not None:
+                            raise SystemExit("the server did not start; see its log") from None
+                    time.sleep(0.2)
+                # Warm-up: the first create loads the prompt policy's sentence encoder.
+                h = {"Authorization": f"Bearer {key}"}
+                warm = httpx.post(f"{base}/v1/videos", headers=h, json={"prompt": PROMPTS[0]}, timeout=60).json()["id"]
+                result = asyncio.run(run_load(base, key, args.rps, args.duration_s, args.create_share, warm))
+            finally:
+                server.terminate()
+                server.wait(30)
+        rows, after = [], None
+        while True:
+            page, more = store.list_videos(tenant.id, after=after, limit=1000, order="asc")
+            rows += [v.id for v in page]
+            if not more:
+                break
+            after = page[-1].id
+    acknowledged = set(result["created"])
+    stored = set(rows)
+    all_latencies = result["latencies"]["create"] + result["latencies"]["retrieve"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "server_load",
+                "target_rps": args.rps,
+                "duration_s": args.duration_s,
+                "achieved_rps": round(result["completed"] / result["elapsed_s"], 1),
+                "requests": result["completed"],
+                "errors": result["errors"],
+                "creates_acknowledged": len(result["created"]),
+                "lost": len(acknowledged - stored),
+                "duplicated": len(rows) - 1 - len(acknowledged & stored),  # minus the warm-up create
+                "latency_ms": summary_ms(all_latencies),
+                "create_ms": summary_ms(result["latencies"]["create"]),
+                "retrieve_ms": summary_ms(result["latencies"]["retrieve"]),
+                "schedule_lag_p99_ms": result["schedule_lag_p99_ms"],
+                "target_p99_ms": 50,
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                # Other work on the machine during the run, and the server's event loop and HTTP parser (uvicorn
+                # uses uvloop and httptools when they are installed).
+                "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)],
+                "uvloop": importlib.util.find_spec("uvloop") is not None,
+                "httptools": importlib.util.find_spec("httptools") is not None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
