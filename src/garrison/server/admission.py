@@ -31,7 +31,7 @@ from garrison.governor.state import GovernorConfig, ServingState
 from garrison.server.errors import APIError
 
 DAY_S = 86_400.0
-PROFILE_WINDOW_S = 3_600.0  # calibrate on the last hour of completed videos
+PROFILE_WINDOW_S = 600.0  # calibrate on the last ten minutes of completed videos
 PROFILE_SAMPLES = 50
 # Without a governor no SLO can be predicted; a bound no request reaches keeps admit() to its quota checks.
 UNGOVERNED_SLO_S = 1e12

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from garrison.store import Conflict, NotFound, StoreError
+
 log = logging.getLogger("garrison.server")
 
 # OpenAI's error types by status; `code` carries the precise reason.
@@ -147,6 +149,25 @@ def install_error_handlers(app: FastAPI) -> None:
             message,
             code=_STATUS_CODES.get(exc.status_code, "http_error"),
             headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, str(exc), code="not_found")
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, str(exc), code="conflict")
+
+    @app.exception_handler(StoreError)
+    async def _store_unavailable(request: Request, exc: StoreError) -> JSONResponse:
+        # The database is locked too long or unreachable: the client's request was fine; it may retry.
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "the store is busy or unreachable; retry shortly",
+            code="store_unavailable",
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -226,6 +226,8 @@ def _create(request: Request, tenant: Any, params: VideoCreate, idempotency_key:
             estimated_cost=estimate,
             policy=decision.to_dict(),
         )
+    except ValueError as e:  # a parameter the store refuses that the schema let through
+        raise bad_request(str(e)) from e
     except Conflict as e:
         raise APIError(
             409, f"Idempotency-Key already used with other parameters: {e}", code="idempotency_conflict"
