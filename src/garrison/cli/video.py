@@ -89,11 +89,20 @@ def register(app: typer.Typer) -> None:
         prompts: Path = typer.Option(None, help="Batch mode: a file with one prompt a line."),
         out_dir: Path = typer.Option(None, help="Batch mode: folder for the MP4s."),
         checkpoint: Path = typer.Option(None, help="Checkpoint folder (default: the one shipped in the package)."),
+        model: str = typer.Option(None, help="A named model ($GARRISON_HOME/models.json); default: the built-in."),
+        model_path: Path = typer.Option(None, help="A diffusers folder (Wan 2.1, LTX-Video, CogVideoX) to run."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per clip."),
     ) -> None:
-        """Generate video from text with the built-in model, as H.264 MP4."""
+        """Generate video from text with the built-in model or an open diffusers model, as H.264 MP4."""
         from garrison.video.io import VideoIOError, check_writable, write_mp4
+        from garrison.video.pipelines.registry import check_spec_for, load_pipeline
 
+        pipeline = None
+        if model is not None or model_path is not None:  # an open model: its folder is checked before any work
+            try:
+                pipeline = load_pipeline(model, model_path)
+            except CheckpointError as e:
+                fail(f"cannot load the model: {e}")
         try:
             width, height = parse_size(size)
             if prompts is not None:
@@ -117,7 +126,10 @@ def register(app: typer.Typer) -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                 jobs = [_Job(VideoSpec(prompt, seconds, width, height, steps, guidance, seed), target)]
             for job in jobs:  # refuse bad input before any work starts
-                check_spec(job.spec)
+                if pipeline is None:
+                    check_spec(job.spec)
+                else:
+                    check_spec_for(pipeline, job.spec)
                 check_writable(job.out)
         except (InvalidSpecError, VideoIOError, OSError) as e:
             fail(str(e))
@@ -132,8 +144,11 @@ def register(app: typer.Typer) -> None:
             d = decisions[0]
             fail(f"prompt refused by policy ({d.category}: {d.reason}; matched {d.matched!r})", code=1)
 
-        pipeline = _load_pipeline(checkpoint)
-        meter, device = get_meter(), cpu_device()  # the built-in pipeline runs on the CPU
+        if pipeline is None:
+            pipeline = _load_pipeline(checkpoint)
+        # the built-in pipeline runs on the CPU; a diffusers model says where it runs
+        meter = get_meter()
+        device = pipeline.energy_device() if hasattr(pipeline, "energy_device") else cpu_device()
         with progress_bar(not as_json) as progress:
             for n, (job, decision) in enumerate(zip(jobs, decisions, strict=True)):
                 if decision.decision == "refuse":  # batch mode: report it and go on with the others
