@@ -36,6 +36,9 @@ _server.register(app)
 from garrison.cli import tenants as _tenants  # noqa: E402
 
 _tenants.register(app)
+from garrison.cli import plan as _plan  # noqa: E402
+
+_plan.register(app)
 # --- end of sub-command registrations ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,317 @@
+"""Cost profiles: how long one generation takes on one chip and how many joules it draws.
+
+`CostProfile.predict(model, chip, batch, width, height, frames, steps)` answers from measurements:
+
+- Open models (Wan 2.1 1.3B and 14B, CogVideoX 2B and 1.5 5B, HunyuanVideo) on H100 and B200: the ML.ENERGY
+  Leaderboard v3 text-to-video runs (shared/data/mlenergy_text_to_video.csv, from ml-energy/leaderboard,
+  `public/data/tasks/text-to-video.json`), one GPU per video. Batch latency is fitted as `overhead_s + per_video_s *
+  batch` by least squares per (model, chip); those runs show batching buys no throughput (latency grows linearly),
+  so a batch of b takes b times one video. Energy is the runs' mean joules per video; power their mean watts.
+- garrison's built-in model on a CPU core slot (`cpu-core`): docs/measurements.md (0.55 s for a 2 s 64x64 clip,
+  2.63 s for a 4 s 112x64 clip, 12 steps, two threads), or a `garrison demo` run's measured videos
+  (`calibrate_builtin`), which supersede them.
+
+Interpolation off the measured points: time and energy scale linearly in denoising steps and in pixels x frames
+(the DiT's token count; attention makes the true growth somewhat faster, so longer or larger clips than measured
+are under-predicted). Chips without measurements are scaled from the nearest measured chip (H100 SXM for the
+open models) by peak FLOP/s (time) and by peak FLOP per joule (energy). Custom chips follow from their base chip.
+
+The errors, computed from the data when the table loads (`fit_errors()`): leave-one-batch-out on the batch fit, and
+the cross-chip step (H100 -> B200 by FLOP/s ratio against the B200 measurements). Hand-written: a least-squares
+line per group is a few lines of numpy; no library fits this particular table.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from garrison.hardware.catalog import Chip
+
+MLENERGY_CSV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mlenergy_text_to_video.csv"
+MLENERGY_CSV_ENV = "GARRISON_MLENERGY_CSV"
+MLENERGY_CHIP_KEYS = {"H100": "h100-sxm", "B200": "b200"}
+MODEL_KEYS = {
+    "Wan 2.1 1.3B": "wan2.1-1.3b",
+    "Wan 2.1 14B": "wan2.1-14b",
+    "CogVideoX 2B": "cogvideox-2b",
+    "CogVideoX 1.5 5B": "cogvideox1.5-5b",
+    "HunyuanVideo": "hunyuanvideo",
+}
+BUILTIN_MODEL = "builtin"
+CPU_CHIP = "cpu-core"
+
+
+class ProfileError(ValueError):
+    """A (model, chip) pair with no measurement to stand on, or a request the profile cannot price."""
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    """What one (model, chip) pair was measured to do at its reference clip.
+
+    Attributes:
+        model: model key ("wan2.1-1.3b").
+        chip: catalog key of the measured chip.
+        width, height, frames, steps: the reference clip.
+        fps: the model's native frame rate (frames per clip second).
+        per_video_s: device-seconds per video (slope of batch latency).
+        overhead_s: fixed seconds per batch.
+        joules_per_video: measured joules per video.
+        power_w: mean device power while generating.
+        loo_error: mean relative error of leave-one-batch-out prediction of batch latency (NaN with < 3 batches).
+        source: where the numbers come from.
+    """
+
+    model: str
+    chip: str
+    width: int
+    height: int
+    frames: int
+    steps: int
+    fps: float
+    per_video_s: float
+    overhead_s: float
+    joules_per_video: float
+    power_w: float
+    loo_error: float
+    source: str
+
+
+def _fit_line(batches: np.ndarray, latency_s: np.ndarray) -> tuple[float, float]:
+    """overhead, slope of latency = overhead + slope * batch (overhead clipped at 0)."""
+    if len(batches) >= 2 and np.ptp(batches) > 0:
+        design = np.stack([np.ones_like(batches), batches], axis=1)
+        (overhead, slope), *_ = np.linalg.lstsq(design, latency_s, rcond=None)
+        if overhead >= 0 and slope > 0:
+            return float(overhead), float(slope)
+    return 0.0, float(latency_s.sum() / batches.sum())
+
+
+def _loo_error(batches: np.ndarray, latency_s: np.ndarray) -> float:
+    if len(batches) < 3:
+        return math.nan
+    errors = []
+    for i in range(len(batches)):
+        keep = np.arange(len(batches)) != i
+        overhead, slope = _fit_line(batches[keep], latency_s[keep])
+        errors.append(abs(overhead + slope * batches[i] - latency_s[i]) / latency_s[i])
+    return float(np.mean(errors))
+
+
+def mlenergy_csv_path() -> Path:
+    import os
+
+    return Path(os.environ.get(MLENERGY_CSV_ENV) or MLENERGY_CSV)
+
+
+@lru_cache(maxsize=4)
+def load_mlenergy(path: Path | None = None) -> tuple[MeasuredPoint, ...]:
+    """The single-GPU ML.ENERGY runs, fitted per (model, chip). Empty when the CSV is not beside this checkout."""
+    path = path or mlenergy_csv_path()
+    if not path.is_file():
+        return ()
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if (
+                row["num_gpus"] != "1"
+                or row["nickname"] not in MODEL_KEYS
+                or row["gpu_model"] not in MLENERGY_CHIP_KEYS
+            ):
+                continue
+            groups.setdefault((MODEL_KEYS[row["nickname"]], MLENERGY_CHIP_KEYS[row["gpu_model"]]), []).append(row)
+    points = []
+    for (model, chip), rows in sorted(groups.items()):
+        batches = np.array([float(r["batch_size"]) for r in rows])
+        latency = np.array([float(r["batch_latency_s"]) for r in rows])
+        overhead, slope = _fit_line(batches, latency)
+        first = rows[0]
+        points.append(
+            MeasuredPoint(
+                model=model,
+                chip=chip,
+                width=int(first["video_width"]),
+                height=int(first["video_height"]),
+                frames=int(first["num_frames"]),
+                steps=int(first["inference_steps"]),
+                fps=float(first["fps"]),
+                per_video_s=slope,
+                overhead_s=overhead,
+                joules_per_video=float(np.mean([float(r["energy_per_video_joules"]) for r in rows])),
+                power_w=float(np.mean([float(r["avg_power_watts"]) for r in rows])),
+                loo_error=_loo_error(batches, latency),
+                source=f"ML.ENERGY Leaderboard v3 text-to-video, {len(rows)} single-GPU runs ({path.name})",
+            )
+        )
+    return tuple(points)
+
+
+# docs/measurements.md, "The built-in model (CPU)": 2 s 64x64 in 0.55 s, 4 s 112x64 in 2.63 s, 12 steps, 2 threads.
+# One core slot has one of the two threads, so a slot takes twice as long (calibrate_builtin replaces this with a
+# demo run's own measurements). Power: the estimate meter's 5.6 W active per core (CpuPowerModel).
+BUILTIN_FPS = 8.0
+_BUILTIN_POINTS = ((2 * 8 * 64 * 64 * 12, 0.55 * 2), (4 * 8 * 112 * 64 * 12, 2.63 * 2))
+BUILTIN_ACTIVE_W_PER_CORE = 5.6
+BUILTIN_IDLE_W_PER_CORE = 1.7
+
+
+def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source: str) -> MeasuredPoint:
+    ref_work = 2 * 8 * 64 * 64 * 12
+    per_video_s = overhead_s + per_work_s * ref_work
+    return MeasuredPoint(
+        model=BUILTIN_MODEL,
+        chip=CPU_CHIP,
+        width=64,
+        height=64,
+        frames=16,
+        steps=12,
+        fps=BUILTIN_FPS,
+        per_video_s=per_video_s,
+        overhead_s=0.0,
+        joules_per_video=per_video_s * power_w,
+        power_w=power_w,
+        loo_error=math.nan,
+        source=source,
+    )
+
+
+def builtin_from_docs() -> MeasuredPoint:
+    """The 2 s 64x64 clip as the reference; the linear scaling then predicts the 4 s 112x64 clip at 3.85 s against
+    the measured 5.26 s (27% under: attention grows faster than the token count)."""
+    (w1, s1), _ = _BUILTIN_POINTS
+    return _builtin_point(s1 / w1, 0.0, BUILTIN_ACTIVE_W_PER_CORE, "docs/measurements.md (built-in model, CPU)")
+
+
+def calibrate_builtin(work_and_seconds: list[tuple[float, float]], power_w: float, source: str) -> MeasuredPoint:
+    """A built-in-model point from measured (pixels x frames x steps, seconds) pairs, e.g. a demo run's videos."""
+    if not work_and_seconds:
+        raise ProfileError("calibrate_builtin needs at least one measured video")
+    work = np.array([w for w, _ in work_and_seconds], dtype=float)
+    seconds = np.array([s for _, s in work_and_seconds], dtype=float)
+    overhead, slope = _fit_line(work, seconds)
+    return _builtin_point(slope, overhead, power_w, source)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One generation's predicted cost on one device: seconds, joules, and the device's power while it runs."""
+
+    seconds: float
+    joules: float
+    power_w: float
+    basis: str
+
+
+class CostProfile:
+    """Predicts latency and energy of a generation from measured points (see the module docstring)."""
+
+    def __init__(self, points: tuple[MeasuredPoint, ...] | None = None, catalog: dict[str, Chip] | None = None):
+        from garrison.hardware.catalog import load_catalog
+
+        self.points = {(p.model, p.chip): p for p in (points if points is not None else default_points())}
+        self.catalog = catalog if catalog is not None else load_catalog()
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for m, _ in self.points})
+
+    def with_point(self, point: MeasuredPoint) -> CostProfile:
+        return CostProfile(tuple({**self.points, (point.model, point.chip): point}.values()), self.catalog)
+
+    def _reference(self, model: str, chip: str) -> tuple[MeasuredPoint, float, float, str]:
+        """The measured point to scale from, and the time and energy factors for `chip`."""
+        if (model, chip) in self.points:
+            p = self.points[(model, chip)]
+            return p, 1.0, 1.0, f"measured on {chip}"
+        measured = [p for (m, _), p in self.points.items() if m == model]
+        if not measured:
+            raise ProfileError(f"no measurements for model {model!r}; known models: {self.models}")
+        if chip not in self.catalog:
+            raise ProfileError(f"unknown chip {chip!r}; known: {sorted(self.catalog)}")
+        target = self.catalog[chip]
+        anchors = [p for p in measured if p.chip in self.catalog]
+        if not anchors:
+            raise ProfileError(f"model {model!r} is only measured on {[p.chip for p in measured]}, not in the catalog")
+        preferred = [p for p in anchors if p.chip == "h100-sxm"] or anchors
+        p = preferred[0]
+        base = self.catalog[p.chip]
+        time_factor = base.peak_flops() / target.peak_flops()
+        energy_factor = base.flop_per_joule() / target.flop_per_joule()
+        return p, time_factor, energy_factor, f"scaled from {p.chip} by peak FLOP/s and FLOP/J"
+
+    def predict(
+        self,
+        model: str,
+        chip: str,
+        batch: int = 1,
+        width: int | None = None,
+        height: int | None = None,
+        frames: int | None = None,
+        steps: int | None = None,
+    ) -> Prediction:
+        """Seconds for one batch of `batch` videos and joules per video on one `chip`.
+
+        Raises:
+            ProfileError: unknown model, unknown chip, or non-positive sizes.
+        """
+        p, time_factor, energy_factor, basis = self._reference(model, chip)
+        width, height = width or p.width, height or p.height
+        frames, steps = frames or p.frames, steps or p.steps
+        for name, value in (
+            ("batch", batch),
+            ("width", width),
+            ("height", height),
+            ("frames", frames),
+            ("steps", steps),
+        ):
+            if not (isinstance(value, int | float) and value > 0):
+                raise ProfileError(f"{name} must be > 0, got {value!r}")
+        work = (width * height * frames) / (p.width * p.height * p.frames) * steps / p.steps
+        per_video_s = p.per_video_s * work * time_factor
+        seconds = p.overhead_s * time_factor + per_video_s * batch
+        joules = p.joules_per_video * work * energy_factor
+        power_w = joules * batch / seconds
+        return Prediction(seconds=seconds, joules=joules, power_w=power_w, basis=basis)
+
+    def frames_for(self, model: str, seconds: float) -> int:
+        """Frames of a clip of `seconds` at the model's native frame rate."""
+        fps = next((p.fps for (m, _), p in self.points.items() if m == model), None)
+        if fps is None:
+            raise ProfileError(f"no measurements for model {model!r}; known models: {self.models}")
+        return max(1, round(seconds * fps))
+
+
+def default_points() -> tuple[MeasuredPoint, ...]:
+    return (*load_mlenergy(), builtin_from_docs())
+
+
+def fit_errors(points: tuple[MeasuredPoint, ...] | None = None) -> dict[str, float]:
+    """The profile's stated errors: mean leave-one-batch-out error of the batch fit, and the error of predicting
+    B200 from H100 by the catalog's FLOP/s and FLOP/J ratios (time, energy), over the models measured on both."""
+    from garrison.hardware.catalog import load_catalog
+
+    points = points if points is not None else load_mlenergy()
+    loo = [p.loo_error for p in points if math.isfinite(p.loo_error)]
+    by = {(p.model, p.chip): p for p in points}
+    catalog = load_catalog()
+    time_err, energy_err = [], []
+    for (model, chip), h100 in by.items():
+        if chip != "h100-sxm" or (model, "b200") not in by:
+            continue
+        b200 = by[(model, "b200")]
+        t = h100.per_video_s * catalog["h100-sxm"].peak_flops() / catalog["b200"].peak_flops()
+        e = h100.joules_per_video * catalog["h100-sxm"].flop_per_joule() / catalog["b200"].flop_per_joule()
+        time_err.append(abs(t - b200.per_video_s) / b200.per_video_s)
+        energy_err.append(abs(e - b200.joules_per_video) / b200.joules_per_video)
+    return {
+        "batch_fit_loo_mean_rel_error": float(np.mean(loo)) if loo else math.nan,
+        "cross_chip_time_mean_rel_error": float(np.mean(time_err)) if time_err else math.nan,
+        "cross_chip_energy_mean_rel_error": float(np.mean(energy_err)) if energy_err else math.nan,
+        "groups": len(points),
+    }
