@@ -51,16 +51,17 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
-def feasibility(scenario: Scenario, profile: CostProfile | None = None) -> dict[str, Any]:
-    """Can the demand be served at all? Mean device-seconds per second the demand needs at the lowest quality rung,
-    against every device of every site serving; and the power that would take against the caps."""
+def feasibility(scenario: Scenario, profile: CostProfile | None = None, level: int = -1) -> dict[str, Any]:
+    """Can the demand be served at all? Mean device-seconds per second the demand needs at quality rung `level`
+    (default: the lowest), against every device of every site serving; and the power that would take against the
+    caps."""
     from garrison.core.fleet import QUALITY_LADDER
 
     profile = profile or CostProfile(catalog=scenario.chips())
     weights = np.array([r.weight for r in scenario.requests])
     weights = weights / weights.sum()
     rate_per_s = scenario.demand.videos_per_day / 86400.0
-    lowest = QUALITY_LADDER[-1]
+    lowest = QUALITY_LADDER[level]
     best_s, need_devices = math.inf, 0.0
     capacity_per_s, capacity_power_w, cap_w = 0.0, 0.0, 0.0
     for site in scenario.sites:
@@ -293,8 +294,9 @@ def max_users(
     cap in at most 1% of periods. Bisection over `probes` simulated runs (the answer is within the last bracket)."""
     alone = run_sites(scenario, with_demand=False) if scenario.training else []
     per_user = max(scenario.demand.videos_per_user_per_day, 1e-9)
-    cap = feasibility(_with_users(scenario, 1.0))["capacity_videos_per_day_lowest_quality"] / per_user
-    lo, hi = 0.0, max(cap, 1.0)
+    cap = feasibility(_with_users(scenario, 1.0), level=quality_level)["capacity_videos_per_day_lowest_quality"]
+    cap /= per_user
+    lo, hi = 0.0, max(2 * cap, 1.0)  # twice what every device could render at that rung: surely too many
     tried = []
     for _ in range(probes):
         mid = (lo + hi) / 2
@@ -314,7 +316,8 @@ def _swap_chip(scenario: Scenario, chip: str, count_scale: float = 1.0) -> Scena
     sites = []
     for site in scenario.sites:
         devices = [
-            g.model_copy(update={"chip": chip, "count": max(0, round(g.count * count_scale))}) for g in site.devices
+            g.model_copy(update={"chip": chip, "count": max(1 if g.count else 0, round(g.count * count_scale))})
+            for g in site.devices
         ]
         sites.append(site.model_copy(update={"devices": devices}))
     return scenario.model_copy(update={"sites": sites})

@@ -66,6 +66,7 @@ class MeasuredPoint:
         power_w: mean device power while generating.
         loo_error: mean relative error of leave-one-batch-out prediction of batch latency (NaN with < 3 batches).
         source: where the numbers come from.
+        joules_include_overhead: whether joules_per_video already holds the fixed overhead's energy.
     """
 
     model: str
@@ -81,6 +82,7 @@ class MeasuredPoint:
     power_w: float
     loo_error: float
     source: str
+    joules_include_overhead: bool = True
 
 
 def _fit_line(batches: np.ndarray, latency_s: np.ndarray) -> tuple[float, float]:
@@ -163,7 +165,7 @@ BUILTIN_IDLE_W_PER_CORE = 1.7
 
 def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source: str) -> MeasuredPoint:
     ref_work = 2 * 8 * 64 * 64 * 12
-    per_video_s = overhead_s + per_work_s * ref_work
+    per_video_s = per_work_s * ref_work  # the part that scales with the clip; overhead_s is fixed per request
     return MeasuredPoint(
         model=BUILTIN_MODEL,
         chip=CPU_CHIP,
@@ -173,11 +175,12 @@ def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source:
         steps=12,
         fps=BUILTIN_FPS,
         per_video_s=per_video_s,
-        overhead_s=0.0,
+        overhead_s=overhead_s,
         joules_per_video=per_video_s * power_w,
         power_w=power_w,
         loo_error=math.nan,
         source=source,
+        joules_include_overhead=False,
     )
 
 
@@ -275,7 +278,9 @@ class CostProfile:
         work = (width * height * frames) / (p.width * p.height * p.frames) * steps / p.steps
         per_video_s = p.per_video_s * work * time_factor
         seconds = p.overhead_s * time_factor + per_video_s * batch
-        joules = p.joules_per_video * work * energy_factor
+        # ML.ENERGY's joules per video already include the batch's fixed part; the built-in fit adds it here.
+        overhead_j = 0.0 if p.joules_include_overhead else p.overhead_s * p.power_w / batch
+        joules = (p.joules_per_video * work + overhead_j) * energy_factor
         power_w = joules * batch / seconds
         return Prediction(seconds=seconds, joules=joules, power_w=power_w, basis=basis)
 

@@ -1,0 +1,82 @@
+"""Cost profiles: the ML.ENERGY fits reproduce their own measurements, scale as stated, and say their errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from garrison.planner.profiles import (
+    MODEL_KEYS,
+    CostProfile,
+    ProfileError,
+    builtin_from_docs,
+    calibrate_builtin,
+    fit_errors,
+    load_mlenergy,
+    mlenergy_csv_path,
+)
+
+
+@pytest.fixture
+def measured(skip_without_shared):
+    if not mlenergy_csv_path().is_file():
+        skip_without_shared(mlenergy_csv_path(), "the ML.ENERGY text-to-video table")
+    return load_mlenergy()
+
+
+def test_single_gpu_rows_are_predicted_within_a_few_percent(measured):
+    profile = CostProfile()
+    rows = [
+        r
+        for r in csv.DictReader(mlenergy_csv_path().open())
+        if r["num_gpus"] == "1" and r["gpu_model"] in ("H100", "B200")
+    ]
+    assert len(rows) > 30
+    errors = []
+    for r in rows:
+        chip = "h100-sxm" if r["gpu_model"] == "H100" else "b200"
+        p = profile.predict(MODEL_KEYS[r["nickname"]], chip, int(r["batch_size"]))
+        errors.append(abs(p.seconds - float(r["batch_latency_s"])) / float(r["batch_latency_s"]))
+    print(
+        f"batch latency, {len(errors)} single-GPU runs: mean error {sum(errors) / len(errors):.2%}, max {max(errors):.2%}"
+    )
+    assert max(errors) < 0.1
+
+
+def test_scaling_in_steps_size_and_chip(measured):
+    profile = CostProfile()
+    base = profile.predict("wan2.1-1.3b", "h100-sxm")
+    half_steps = profile.predict("wan2.1-1.3b", "h100-sxm", steps=25)
+    assert half_steps.seconds == pytest.approx(base.seconds / 2, rel=0.05)
+    assert half_steps.joules == pytest.approx(base.joules / 2)
+    # A chip without measurements of this model: scaled from H100 by the catalog's FLOP/s and FLOP/J.
+    h200 = profile.predict("wan2.1-1.3b", "h200-sxm")
+    assert "scaled from h100-sxm" in h200.basis
+    errors = fit_errors()
+    print(f"stated errors: {errors}")
+    assert errors["batch_fit_loo_mean_rel_error"] < 0.05
+    assert math.isfinite(errors["cross_chip_time_mean_rel_error"])
+
+
+def test_unknown_model_and_chip_and_bad_sizes():
+    profile = CostProfile()
+    with pytest.raises(ProfileError, match="no measurements for model 'sora'"):
+        profile.predict("sora", "h100-sxm")
+    with pytest.raises(ProfileError, match="unknown chip 'h999'"):
+        profile.predict("builtin", "h999")
+    with pytest.raises(ProfileError, match="steps must be > 0"):
+        profile.predict("builtin", "cpu-core", steps=-1)
+
+
+def test_builtin_from_docs_and_recalibration():
+    docs = builtin_from_docs()
+    profile = CostProfile(points=(docs,))
+    assert profile.predict("builtin", "cpu-core", 1, 64, 64, 16, 12).seconds == pytest.approx(1.1)
+    fitted = calibrate_builtin([(64 * 64 * 16 * 12, 2.0), (64 * 64 * 16 * 6, 1.2)], 5.6, "test")
+    again = CostProfile(points=(fitted,))
+    assert again.predict("builtin", "cpu-core", 1, 64, 64, 16, 12).seconds == pytest.approx(2.0)
+    assert again.predict("builtin", "cpu-core", 1, 64, 64, 16, 6).seconds == pytest.approx(1.2)
+    with pytest.raises(ProfileError):
+        calibrate_builtin([], 5.6, "none")
