@@ -30,6 +30,10 @@ node ($GARRISON_METRICS_FILE, node-local so that no shared file system is needed
 lines from the node-rank-0 actor and mirrors them into `<run_dir>/jobs/<job>.metrics.jsonl` on this machine, where
 `read_training_metrics` reads them as the local executor does.
 
+Ray starts its workers at nice 15 so that its own daemons keep priority. On nodes whose CPUs also do other work (a
+CPU-only fleet, a shared machine) that starves the actors; start such clusters with RAY_worker_niceness=0 in the
+environment of `ray start` (the tests do).
+
 Hand-written here: the subprocess is started through a three-line launcher that asks the kernel
 (prctl PR_SET_PDEATHSIG) to kill it when its actor dies, because `ray.kill` and a SIGKILLed actor process would
 otherwise leave the training process running on GPUs Ray has already given back. Python's `preexec_fn` would do the
