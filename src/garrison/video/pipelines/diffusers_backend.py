@@ -269,6 +269,66 @@ def check_fits(info: ModelInfo, dtype: torch.dtype, memory_bytes: int) -> None:
         )
 
 
+# --- speed ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optimizations:
+    """What `DiffusersPipeline.optimize` applies. The defaults keep outputs equal up to rounding."""
+
+    attention: str | None = "auto"  # a diffusers attention backend name; "auto": the fastest this machine has
+    fuse_qkv: bool = True  # one GEMM for q, k and v instead of three
+    compile: bool = True  # torch.compile of the whole transformer
+    compile_mode: str | None = None  # torch.compile mode (None: default, or "reduce-overhead" with CUDA graphs)
+    cuda_graphs: bool = False  # replay the compiled transformer as CUDA graphs (removes launch overhead)
+    first_block_cache: float | None = None  # FBCache threshold: skips blocks when step residuals barely change
+
+
+def choose_attention_backend(device: torch.device) -> str | None:
+    """The fastest attention kernel available: FlashAttention-3 on Hopper when installed, else cuDNN's SDPA
+    (Hopper), else PyTorch's flash SDPA; None (native SDPA, PyTorch's own choice) on the CPU."""
+    if device.type != "cuda":
+        return None
+    major, _minor = torch.cuda.get_device_capability(device)
+    if major == 9:
+        try:
+            import flash_attn_interface  # noqa: F401  (FlashAttention-3, Hopper only)
+
+            return "_flash_3"
+        except ImportError:
+            return "_native_cudnn"
+    return "_native_flash"
+
+
+class CompiledTransformer(torch.nn.Module):
+    """A torch.compile'd transformer that still answers the pipeline's attribute lookups (config, dtype, caches).
+
+    Under CUDA graphs each call starts a new graph step and clones its output: the pipelines call the transformer
+    twice per step (cond, then uncond) and keep the first result, which the second replay would overwrite.
+    """
+
+    def __init__(self, inner: torch.nn.Module, mode: str | None, cuda_graphs: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.compiled = torch.compile(inner, mode=mode)
+        self.cuda_graphs = cuda_graphs
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.cuda_graphs:
+            return self.compiled(*args, **kwargs)
+        torch.compiler.cudagraph_mark_step_begin()
+        out = self.compiled(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o.clone() if isinstance(o, torch.Tensor) else o for o in out)
+        return out.clone() if isinstance(out, torch.Tensor) else out
+
+
 # --- the pipeline ------------------------------------------------------------------------------------------------------
 
 
@@ -292,7 +352,10 @@ class DiffusersPipeline:
         self.dtype = dtype
         self.model_name = name
         self.memory_bytes: int | None = None  # the device memory the load was checked against
+        self._eager_transformer: torch.nn.Module | None = None  # the stock transformer while optimised
         pipe.set_progress_bar_config(disable=True)  # garrison reports progress through its own callback
+        for component in ("transformer", "text_encoder", "vae"):
+            getattr(pipe, component).eval()  # inference: no dropout, whoever built the modules
 
     @property
     def bf16(self) -> bool:
@@ -334,6 +397,72 @@ class DiffusersPipeline:
         loaded = cls(pipe, info, dev, torch_dtype, name or info.path.name)
         loaded.memory_bytes = budget
         return loaded
+
+    @classmethod
+    def from_pipe(cls, pipe: Any, name: str | None = None) -> DiffusersPipeline:
+        """Wrap a diffusers pipeline already in memory (a benchmark's random-initialised one, say)."""
+        class_name = type(pipe).__name__
+        if class_name not in FAMILIES:
+            raise ModelDirError(f"{class_name} is not supported; garrison runs {', '.join(FAMILIES)}")
+
+        def stored(module: torch.nn.Module) -> int:  # weights and saved buffers, a tied tensor once
+            return sum({t.data_ptr(): t.numel() for t in module.state_dict().values()}.values())
+
+        info = ModelInfo(
+            Path(name or class_name),
+            FAMILIES[class_name],
+            dict(pipe.transformer.config),
+            pipe.text_encoder.config.to_dict(),
+            dict(pipe.vae.config),
+            {c: stored(getattr(pipe, c)) for c in ("transformer", "text_encoder", "vae")},
+        )
+        return cls(pipe, info, pipe.transformer.device, pipe.transformer.dtype, name or info.family.name)
+
+    # --- speed: optimisations that keep outputs numerically equivalent, and one that does not ---
+
+    def optimize(self, opts: Optimizations) -> dict[str, Any]:
+        """Apply `opts` to the transformer (after undoing earlier ones); returns what was applied.
+
+        Attention backend, fused QKV projections, torch.compile and CUDA graphs change only rounding (the benchmark
+        checks the tolerance); first-block caching skips work and changes outputs, so it is off unless asked.
+        """
+        self.reset_optimizations()
+        transformer = self.pipe.transformer
+        applied: dict[str, Any] = {}
+        backend = choose_attention_backend(self.device) if opts.attention == "auto" else opts.attention
+        if backend is not None:
+            transformer.set_attention_backend(backend)
+            applied["attention"] = backend
+        if opts.fuse_qkv and hasattr(transformer, "fuse_qkv_projections"):
+            transformer.fuse_qkv_projections()
+            applied["fuse_qkv"] = True
+        if opts.first_block_cache is not None:
+            from diffusers.hooks import FirstBlockCacheConfig
+
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=opts.first_block_cache))
+            applied["first_block_cache"] = opts.first_block_cache
+        if opts.compile:
+            cuda_graphs = opts.cuda_graphs and self.device.type == "cuda"
+            mode = opts.compile_mode or ("reduce-overhead" if cuda_graphs else None)
+            self.pipe.transformer = CompiledTransformer(transformer, mode, cuda_graphs)
+            applied["compile"] = mode or "default"
+            applied["cuda_graphs"] = cuda_graphs
+        self._eager_transformer = transformer
+        return applied
+
+    def reset_optimizations(self) -> None:
+        """Back to stock diffusers: the eager transformer, native attention, unfused projections, no cache."""
+        transformer = self._eager_transformer if self._eager_transformer is not None else self.pipe.transformer
+        if isinstance(self.pipe.transformer, CompiledTransformer):
+            torch._dynamo.reset()  # drop compiled graphs (and their CUDA graph pools)
+        self.pipe.transformer = transformer
+        if getattr(transformer, "is_cache_enabled", False):
+            transformer.disable_cache()
+        if hasattr(transformer, "unfuse_qkv_projections"):
+            transformer.unfuse_qkv_projections()
+        if hasattr(transformer, "set_attention_backend"):
+            transformer.set_attention_backend("native")
+        self._eager_transformer = None
 
     # --- the spec on this family's grid ---
 

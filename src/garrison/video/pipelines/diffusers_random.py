@@ -81,11 +81,26 @@ def build_random_pipeline(family: str, size: str = "tiny", dtype: torch.dtype = 
         raise ValueError("a full-size random pipeline is built for wan only")
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    if family == "wan":
-        return _wan(size, tokenizer).to(dtype)
-    if family == "ltx":
-        return _ltx(tokenizer).to(dtype)
-    return _cogvideox(tokenizer).to(dtype)
+    builders = {
+        "wan": lambda: _wan(size, tokenizer),
+        "ltx": lambda: _ltx(tokenizer),
+        "cogvideox": lambda: _cogvideox(tokenizer),
+    }
+    pipe = builders[family]()
+    for name in ("transformer", "text_encoder", "vae"):
+        module = getattr(pipe, name).eval()  # built modules start in training mode: T5's dropout would be on
+        module.to(dtype)
+        if name != "text_encoder":  # diffusers keeps its models' listed parts in fp32 at any dtype; transformers not
+            _keep_fp32_modules(module)
+    return pipe
+
+
+def _keep_fp32_modules(module: torch.nn.Module) -> None:
+    """Put back in fp32 the parts a diffusers model keeps there (`_keep_in_fp32_modules`), as `from_pretrained` does."""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    for name, sub in module.named_modules():
+        if any(k in name.split(".") for k in keep):
+            sub.float()
 
 
 def _wan(size: str, tokenizer: Any) -> Any:
