@@ -17,6 +17,7 @@ from garrison.video.pipelines.diffusers_backend import (
     DiffusersPipeline,
     ModelDirError,
     ModelTooLargeError,
+    check_model_for_device,
     inspect_model_dir,
     t5_encoder_flops,
 )
@@ -171,6 +172,13 @@ def test_a_bad_model_folder_is_a_clear_error_before_loading(breakage, message, m
 def test_a_model_too_big_for_the_device_is_refused_before_loading(model_dirs):
     with pytest.raises(ModelTooLargeError, match="GiB free"):
         load_pipeline(model_path=model_dirs["wan"], device="cpu", memory_bytes=256 * 1024**2)
+
+
+def test_admission_knows_whether_a_model_fits_a_device_without_loading_it(model_dirs):
+    info = check_model_for_device(model_dirs["cogvideox"], memory_bytes=80 * 10**9, dtype="bf16")
+    assert info.weight_bytes(torch.bfloat16) * 2 == info.weight_bytes(torch.float32)
+    with pytest.raises(ModelTooLargeError, match=r"cogvideox \(CogVideoXPipeline"):
+        check_model_for_device(model_dirs["cogvideox"], memory_bytes=100 * 1024**2)
 
 
 def test_registry_picks_builtin_named_and_path_models(model_dirs, isolated_home):

@@ -329,6 +329,16 @@ class CompiledTransformer(torch.nn.Module):
         return out.clone() if isinstance(out, torch.Tensor) else out
 
 
+def check_model_for_device(model_path: str | Path, memory_bytes: int, dtype: str = "bf16") -> ModelInfo:
+    """What admission asks before placing a model on a device with `memory_bytes` of memory, loading nothing.
+
+    Returns the folder's ModelInfo; raises ModelDirError (ModelTooLargeError when it cannot fit) saying why.
+    """
+    info = inspect_model_dir(model_path)
+    check_fits(info, _dtype(dtype, torch.device("cpu")), memory_bytes)
+    return info
+
+
 # --- the pipeline ------------------------------------------------------------------------------------------------------
 
 
