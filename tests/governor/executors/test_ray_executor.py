@@ -201,6 +201,7 @@ class TestOneNodeFourFakeGpus:
         workers = {ex.start_serving(d0): d0, ex.start_serving(d1): d1}
         with pytest.raises(ValueError, match="held by serving worker"):
             ex.start_serving(d0)
+        assert {ex.worker_on(d)[0] for d in (d0, d1)} == set(workers) and ex.worker_on(ex.devices[2].id) is None
         for worker, device in workers.items():
             placed = ex.placement(worker, PATIENCE_S)
             assert placed["cuda_visible_devices"] == str(ex.devices[0 if device == d0 else 1].index)

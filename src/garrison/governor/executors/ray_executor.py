@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,7 @@ class _Worker:
     device_id: str
     actor: Any
     run_ref: Any
+    started_unix_s: float
 
 
 @dataclass
@@ -366,7 +368,7 @@ class RayExecutor(Executor):
         run_ref = actor.run.remote(
             self.store_url, worker_id, device_id, str(self.content_dir), self.lease_s, self.poll_s
         )
-        self._serving[device_id] = _Worker(worker_id, device_id, actor, run_ref)
+        self._serving[device_id] = _Worker(worker_id, device_id, actor, run_ref, time.time())
         log.info("started worker %s on %s (Ray actor)", worker_id, device_id)
         return worker_id
 
@@ -549,6 +551,11 @@ class RayExecutor(Executor):
             draining={d: self._serving[d].worker_id for d in self._draining if d in self._serving},
             training={j: job.device_ids for j, job in self._training.items()},
         )
+
+    def worker_on(self, device_id: str) -> tuple[str, float] | None:
+        """(worker id, unix time it was started) of the serving worker on `device_id`, if one runs there."""
+        worker = self._serving.get(device_id)
+        return (worker.worker_id, worker.started_unix_s) if worker else None
 
     def actor(self, key: str) -> Any:
         """The Ray actor handle of a worker (by worker id) or of a job's node-rank-0 process (by job id)."""
