@@ -168,6 +168,17 @@ def chip_power(scenario: Scenario, chip_key: str, chip: Chip | None, serving_bus
     return ChipPower(idle, busy, sim.min_power_limit_fraction * chip.tdp_w, chip.tdp_w)
 
 
+def speed_under_limit(chip: str, power: ChipPower, limit_w: float, exponent: float) -> float:
+    """Work rate under a power limit, 1 at or above busy power. A CPU core slot's limit is a cgroup CPU quota
+    (hardware/power_limit.py), so its speed is the quota: (limit - idle) / (busy - idle). A GPU's limit lowers its
+    clocks: (limit / busy) ** exponent."""
+    if limit_w >= power.busy_w:
+        return 1.0
+    if chip == CPU_CHIP:
+        return max((limit_w - power.idle_w) / max(power.busy_w - power.idle_w, 1e-9), 0.01)
+    return (max(limit_w, 1e-9) / power.busy_w) ** exponent
+
+
 class SiteSimulator:
     """One site: its units, its queue, its governor. `run()` simulates the scenario's horizon."""
 
@@ -567,9 +578,7 @@ class SiteSimulator:
             committed = None
             if admission == "open" and serving_unit.any():
                 exp = self.scenario.simulation.power_perf_exponent
-                slow = np.array(
-                    [(u.power.busy_w / u.limit_w) ** exp if u.limit_w < u.power.busy_w else 1.0 for u in units]
-                )
+                slow = np.array([1.0 / speed_under_limit(u.chip, u.power, u.limit_w, exp) for u in units])
                 # svc[u, kind]: seconds one slot of unit u takes for a request of each kind at this rung.
                 svc = self.base_s[self._chip_of_unit] * self.level_factor[:, quality][None, :] * m * slow[:, None]
                 enabled = serving_unit[slot_unit] & (slot_rank < slot_size * concurrency)
@@ -655,14 +664,7 @@ class SiteSimulator:
             for job in self.jobs:
                 if job.status != JobStatus.RUNNING:
                     continue
-                speed = min(
-                    (
-                        (units[i].limit_w / units[i].power.busy_w) ** exp
-                        if units[i].limit_w < units[i].power.busy_w
-                        else 1.0
-                    )
-                    for i in job.units
-                )
+                speed = min(speed_under_limit(units[i].chip, units[i].power, units[i].limit_w, exp) for i in job.units)
                 left = job.duration_s - job.work_s
                 if speed * span >= left:
                     job.work_s = job.duration_s

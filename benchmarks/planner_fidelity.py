@@ -1,0 +1,123 @@
+"""The planner's fidelity target: mean latency, energy per video and training throughput within 10% of a measured
+`garrison demo` run on this machine.
+
+Reads a demo run folder (summary.json + garrison.db, as `garrison demo --out DIR` writes them), extracts the record
+the planner needs (garrison.planner.validate: devices, cap, control period, the videos' times, joules and rungs, the
+training job), replays it through the simulator with the built-in model's profile calibrated on the first burst
+only, and prints one JSON line with predicted, measured and relative errors. `--write-record FILE` also saves the
+extracted record (the test fixture in tests/planner/data/ was made this way).
+
+Usage: python benchmarks/planner_fidelity.py DEMO_DIR [--write-record tests/planner/data/demo_record.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from garrison.hardware.cpu import cpu_model_name
+from garrison.planner.validate import RECORD_VERSION, predict_demo
+from garrison.store import open_store
+
+
+def extract_record(demo_dir: Path) -> dict[str, Any]:
+    """The planner's view of a demo run, times in seconds from the governed phase's first sample."""
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    store = open_store(f"sqlite:///{demo_dir / 'garrison.db'}")
+    try:
+        samples = store.list_samples(since=0, limit=100_000)
+        videos = store.recent_videos(since=0, limit=100_000)
+        jobs = [j for j in store.list_jobs() if j.name == "demo-train"]
+    finally:
+        store.close()
+    if not samples or not videos or not jobs:
+        raise SystemExit(f"{demo_dir}: no samples, videos or demo-train job in garrison.db: is it a demo run?")
+    t0 = min(s.ts for s in samples)
+    job = jobs[-1]
+    device_ids = summary["devices"]
+    n_training = max(1, len(device_ids) // 2)  # governor/demo.py home_pools_for: the first half trains
+
+    def rel(ts: float | None) -> float | None:
+        return None if ts is None else round(ts - t0, 4)
+
+    config = summary["config"]
+    return {
+        "version": RECORD_VERSION,
+        "source": str(demo_dir),
+        "power_source": summary.get("power_source"),
+        "power_cap_w": summary["power_cap_w"],
+        "control_period_s": config["control_period_s"],
+        "grace_period_s": config["grace_period_s"],
+        "slo_s": config["slo_s"],
+        "devices": [
+            {"id": d, "home_pool": "training" if i < n_training else "serving"} for i, d in enumerate(device_ids)
+        ],
+        "videos": [
+            {
+                "created_s": rel(v.created_at),
+                "started_s": rel(v.started_at),
+                "completed_s": rel(v.completed_at),
+                "status": str(v.status),
+                "seconds": v.seconds,
+                "size": v.size,
+                "steps": v.steps,
+                "steps_used": v.steps_used,
+                "native_size": v.native_size,
+                "quality_level": v.quality_level,
+                "seconds_wall": v.seconds_wall,
+                "joules": v.joules,
+                "device_id": v.device_id,
+            }
+            for v in videos
+        ],
+        "job": {
+            "submitted_s": rel(job.created_at),
+            "started_s": rel(job.started_at),
+            "finished_s": rel(job.finished_at),
+            "devices": job.devices_requested,
+            "train_steps": job.steps_done,
+        },
+        "training_steps_per_s_alone": summary["training_steps_per_s_alone"],
+        "training_steps_per_s_governed": summary["training_steps_per_s_governed"],
+        "power": {
+            "mean_w": sum(s.power_w for s in samples) / len(samples),
+            "max_w": max(s.power_w for s in samples),
+            "samples": len(samples),
+        },
+        "summary": {k: summary.get(k) for k in ("latency_p50_s", "joules_per_video", "training_throughput_retention")},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("demo_dir", type=Path)
+    ap.add_argument("--write-record", type=Path, default=None)
+    args = ap.parse_args()
+    record = extract_record(args.demo_dir)
+    if args.write_record:
+        args.write_record.parent.mkdir(parents=True, exist_ok=True)
+        args.write_record.write_text(json.dumps(record, indent=1) + "\n")
+    result = predict_demo(record)
+    print(
+        json.dumps(
+            {
+                "benchmark": "planner_fidelity",
+                **result,
+                "target_relative_error": 0.10,
+                "machine": {
+                    "cpu": cpu_model_name(),
+                    "cores": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The simulator against a measured `garrison demo` run: the same devices, cap, arrivals and training job, predicted.
+
+A demo run (governor/demo.py) trains alone, then governs one training job and two bursts of videos on this
+machine's CPU core slots under a power cap that binds. `demo_record(...)` is what the planner needs from it, as a
+plain dict (benchmarks/planner_fidelity.py extracts it from the run's summary.json and garrison.db; a small one
+ships in tests/planner/data/). `predict_demo(record)` replays it:
+
+- devices: one `cpu-core` unit per core slot, in the same home pools; the cap in chip watts (no PUE);
+- the built-in model's cost profile is calibrated on the first burst only (the videos that finished before the
+  training job was submitted, at quality rung 0): seconds against pixels x frames x steps, power from their joules;
+- the arrivals are the measured request times; the training job is submitted when it was, with as much work as
+  its measured steps at the training-alone rate;
+- the governor's policies run every control period, as in the demo.
+
+It returns predicted and measured mean latency, joules per video and governed training throughput, with relative
+errors (the issue's target: within 10%). What the simulator leaves out: the process start of workers and training
+(model loading), and other work on the machine, which the measured run includes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from garrison.planner.profiles import BUILTIN_MODEL, CPU_CHIP, CostProfile, calibrate_builtin, default_points
+from garrison.planner.scenario import parse_scenario
+from garrison.planner.sim import SiteSimulator
+
+RECORD_VERSION = 1
+
+
+def _work(video: dict[str, Any]) -> float:
+    """Pixels x frames x steps actually rendered (native size, steps used), the built-in profile's unit of work."""
+    w, h = (int(x) for x in str(video["native_size"] or video["size"]).lower().split("x"))
+    frames = int(video["seconds"]) * 8
+    return float(w * h * frames * int(video["steps_used"] or video["steps"]))
+
+
+def calibration_videos(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first burst's videos: completed at rung 0 before the training job was submitted."""
+    submitted = record["job"]["submitted_s"]
+    return [
+        v
+        for v in record["videos"]
+        if v["status"] == "completed"
+        and v["quality_level"] == 0
+        and v["completed_s"] is not None
+        and v["completed_s"] <= submitted
+        and v["seconds_wall"]
+    ]
+
+
+def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
+    """Predicted against measured figures of a demo run (see the module docstring)."""
+    if record.get("version") != RECORD_VERSION:
+        raise ValueError(f"demo record version {record.get('version')!r}; this planner reads {RECORD_VERSION}")
+    calib = calibration_videos(record)
+    if not calib:
+        raise ValueError(
+            "the demo record has no completed rung-0 video before the training job: nothing to calibrate on"
+        )
+    joules = [v["joules"] for v in calib if v["joules"]]
+    power_w = sum(joules) / sum(v["seconds_wall"] for v in calib if v["joules"]) if joules else 5.6
+    point = calibrate_builtin(
+        [(_work(v), v["seconds_wall"]) for v in calib], power_w, f"demo run {record.get('source', '')}, first burst"
+    )
+    points = tuple(p for p in default_points() if p.model != BUILTIN_MODEL) + (point,)
+    first = record["videos"][0]
+    w, h = (int(x) for x in str(first["size"]).split("x"))
+    job = record["job"]
+    alone = record["training_steps_per_s_alone"]
+    work_s = job["train_steps"] / alone
+    horizon_s = max(
+        max((v["completed_s"] or 0.0) for v in record["videos"]),
+        (job["finished_s"] or 0.0),
+        job["submitted_s"] + work_s,
+    )
+    pools = record["devices"]
+    scenario = parse_scenario(
+        {
+            "name": "demo-replay",
+            "horizon_s": horizon_s * 3 + 60,  # room for a slower prediction to finish
+            "sites": [
+                {
+                    "name": "this-machine",
+                    "power_cap_mw": record["power_cap_w"] / 1e6,
+                    "pue": 1.0,
+                    "server_factor": 1.0,
+                    "devices": [
+                        {"chip": CPU_CHIP, "count": sum(1 for d in pools if d["home_pool"] == pool), "pool": pool}
+                        for pool in ("serving", "training")
+                        if any(d["home_pool"] == pool for d in pools)
+                    ],
+                }
+            ],
+            "demand": {"users": 0},
+            "requests": [
+                {"model": BUILTIN_MODEL, "seconds": first["seconds"], "size": f"{w}x{h}", "steps": first["steps"]}
+            ],
+            "training": [
+                {"name": "demo-train", "devices": job["devices"], "duration_s": work_s, "start_s": job["submitted_s"]}
+            ],
+            "governor": {
+                "control_period_s": record["control_period_s"],
+                "grace_period_s": record["grace_period_s"],
+                "slo_s": record["slo_s"],
+            },
+            "simulation": {"max_units_per_site": 4096},
+        }
+    )
+    profile = CostProfile(points=points, catalog=scenario.chips())
+    arrivals = np.array(sorted(v["created_s"] for v in record["videos"]))
+    sim = SiteSimulator(scenario, 0, arrivals, np.zeros(len(arrivals), dtype=np.int32), profile=profile)
+    result = sim.run()
+    started = np.isfinite(result.start_s)
+    latency = (result.end_s - result.arrival_s)[started]
+    levels = result.level[started]
+    joules_pred = sim.base_j[0, 0] * sim.level_factor[0, levels]
+    sim_job = result.jobs[0]
+    governed_pred = None
+    if sim_job.finished_s is not None and sim_job.started_s is not None:
+        governed_pred = job["train_steps"] / (sim_job.finished_s - sim_job.started_s)
+
+    done = [v for v in record["videos"] if v["status"] == "completed" and v["completed_s"] is not None]
+    measured = {
+        "latency_mean_s": float(np.mean([v["completed_s"] - v["created_s"] for v in done])) if done else None,
+        "joules_per_video": float(np.mean([v["joules"] for v in done if v["joules"] is not None])) if done else None,
+        "training_steps_per_s_governed": record["training_steps_per_s_governed"],
+    }
+    predicted = {
+        "latency_mean_s": float(latency.mean()) if len(latency) else None,
+        "joules_per_video": float(joules_pred.mean()) if len(joules_pred) else None,
+        "training_steps_per_s_governed": governed_pred,
+    }
+    errors = {
+        k: (abs(predicted[k] - measured[k]) / measured[k])
+        if predicted[k] is not None and measured[k] not in (None, 0)
+        else None
+        for k in measured
+    }
+    return {
+        "predicted": predicted,
+        "measured": measured,
+        "relative_error": {k: None if e is None or not math.isfinite(e) else round(e, 4) for k, e in errors.items()},
+        "calibration": {
+            "videos": len(calib),
+            "seconds_per_video_rung0": round(point.per_video_s + point.overhead_s, 4),
+            "power_w": round(power_w, 3),
+        },
+        "videos": len(record["videos"]),
+        "videos_served_predicted": int(started.sum()),
+        "quality_levels_predicted": {str(q): int(c) for q, c in enumerate(np.bincount(levels, minlength=6))},
+        "quality_levels_measured": {str(q): sum(1 for v in done if v["quality_level"] == q) for q in range(6)},
+        "power_cap_w": record["power_cap_w"],
+        "peak_power_w_predicted": float(result.power_w.max()),
+        "mean_power_w_predicted": float(result.power_w[: max(1, int(horizon_s / result.period_s))].mean()),
+        "power_mean_w_measured": record.get("power", {}).get("mean_w"),
+    }
