@@ -63,7 +63,7 @@ def local_ray(normal_priority):
 
 @pytest.fixture(scope="class")
 def two_nodes(normal_priority):
-    """A head and a worker node on this machine, two fake GPUs each; yields their Ray node ids (head first)."""
+    """A head and a worker node on this machine, two fake GPUs each; yields the cluster and its worker node."""
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -77,7 +77,7 @@ def two_nodes(normal_priority):
         worker_node = cluster.add_node(num_cpus=1, num_gpus=2, object_store_memory=OBJECT_STORE_BYTES)
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
-        yield cluster.head_node.node_id, worker_node.node_id
+        yield cluster, worker_node
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -292,17 +292,18 @@ class TestOneNodeFourFakeGpus:
 
 @pytest.mark.usefixtures("two_nodes")
 class TestTwoNodeCluster:
-    def test_serving_reclaim_and_training_across_two_nodes(self, fleet, two_nodes):
+    def test_serving_reclaim_and_training_across_two_nodes_and_a_lost_node(self, fleet, two_nodes):
         store, executor, video = fleet
-        head_node, worker_node = two_nodes
+        cluster, worker_raylet = two_nodes
+        head_node, worker_node = cluster.head_node.node_id, worker_raylet.node_id
         ex = executor()
-        by_node = {n: [d.id for d in ex.devices if node_prefix(d.id) == n[:8]] for n in two_nodes}
+        by_node = {n: [d.id for d in ex.devices if node_prefix(d.id) == n[:8]] for n in (head_node, worker_node)}
         assert len(ex.devices) == 4 and all(len(ids) == 2 for ids in by_node.values())
         (h0, h1), (w0, w1) = by_node[head_node], by_node[worker_node]
 
         workers = {ex.start_serving(h0): h0, ex.start_serving(w0): w0}
         node_of = {w: ex.placement(w, PATIENCE_S)["node_id"] for w in workers}
-        assert sorted(node_of.values()) == sorted(two_nodes)
+        assert sorted(node_of.values()) == sorted([head_node, worker_node])
         short = [video(seed, SHORT) for seed in range(4)]
         assert wait_for(lambda: all(_status(store, v) == VideoStatus.COMPLETED for v in short), PATIENCE_S)
         assert {store.get_video(v).device_id for v in short} <= {h0, w0}
@@ -334,3 +335,11 @@ class TestTwoNodeCluster:
         last = _last_metrics(ex.run_dir / "jobs" / "job_span.metrics.jsonl")
         assert (last["cuda"], last["node_rank"], last["nnodes"], last["step"]) == ("1", "0", "2", 3)
         assert ex.view() == ExecutorView()
+
+        # Losing the worker node ends the job running there; its devices leave the cluster.
+        ex.start_training("job_lost", _metrics_script(steps=10_000, sleep_s=0.05), [w0, w1])
+        assert wait_for(lambda: ex.training_progress("job_lost").steps >= 1, PATIENCE_S)
+        cluster.remove_node(worker_raylet)
+        event = _wait_events(ex, "job_exited", "job_lost")
+        assert event.returncode is None and "actor died" in event.detail
+        assert {d.id for d in discover_ray_devices()} == {h0, h1}
