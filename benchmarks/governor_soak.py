@@ -45,7 +45,8 @@ def free_port() -> int:
 def start_up(home: Path, port: int, log: Path) -> tuple[subprocess.Popen[str], dict]:
     env = {**os.environ, "GARRISON_HOME": str(home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "garrison.cli.main", "up", "--port", str(port), "--json"],
+        # a generous SLO: the soak is about losing nothing under kills, not about admission refusing work
+        [sys.executable, "-m", "garrison.cli.main", "up", "--port", str(port), "--json", "--slo-s", "3600"],
         stdout=subprocess.PIPE,
         stderr=log.open("a"),
         env=env,
@@ -81,6 +82,7 @@ def main() -> None:
 
     created: dict[str, str] = {}  # idempotency key -> video id
     refused = 0
+    refusal_codes: Counter[str] = Counter()
     worker_kills = 0
     restarts = 0
     start = time.monotonic()
@@ -117,8 +119,10 @@ def main() -> None:
                 )
                 created[idem] = video.id
                 break
-            except openai.RateLimitError:
+            except openai.RateLimitError as e:
                 refused += 1  # refused with Retry-After is an answer, not a loss
+                code = (e.body or {}).get("code") if isinstance(e.body, dict) else None
+                refusal_codes[str(code)] += 1
                 break
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError):
                 time.sleep(1.0)
@@ -146,6 +150,7 @@ def main() -> None:
                 "requests_sent": n,
                 "accepted": len(ids),
                 "refused_429": refused,
+                "refusal_codes": refusal_codes,
                 "completed": statuses.get("completed", 0),
                 "failed_explicitly": statuses.get("failed", 0),
                 "lost_requests": sum(1 for v in rows if v.status.value not in ("completed", "failed")),

@@ -46,3 +46,26 @@ def test_mixed_or_empty_device_lists_are_refused():
     gpu = Device(id="gpu:0", kind="gpu", index=0, name="H100")
     with pytest.raises(ValueError, match="all GPUs or all CPU core slots"):
         DevicePowerSampler([gpu, *_cores(1)])
+
+
+def test_pinned_process_scope_counts_only_the_slots_own_processes(tmp_path):
+    def write_pid(pid, ticks):
+        (tmp_path / str(pid)).mkdir(exist_ok=True)
+        fields = ["S"] + ["0"] * 10 + [str(ticks), "0"] + ["0"] * 30
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (python) " + " ".join(fields))
+
+    _write_stat(tmp_path, [0, 0])
+    clock = iter([0.0, 1.0, 2.0])
+    pids = {"core:0": [101], "core:1": []}
+    write_pid(101, 0)
+    model = CpuPowerModel(active_w_per_core=10.0, idle_w_per_core=2.0, cores=2)
+    sampler = DevicePowerSampler(
+        _cores(2), model, proc_root=tmp_path, clock=lambda: next(clock), pids_by_device=lambda: pids
+    )
+    assert sampler.scope == "pinned processes"
+    _write_stat(tmp_path, [100, 100])  # the machine is fully busy: someone else's work too
+    write_pid(101, 50)  # our process used half a core
+    first = sampler.sample()
+    assert first.power_w_by_device == pytest.approx({"core:0": 6.0, "core:1": 2.0})
+    pids["core:0"] = []  # the process ended: what it used stays counted, nothing more is added
+    assert sampler.sample().power_w_by_device == pytest.approx({"core:0": 2.0, "core:1": 2.0})

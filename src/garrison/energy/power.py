@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from garrison.core.types import Device
-from garrison.hardware.cpu import CpuPowerModel, read_per_cpu_times
+from garrison.hardware.cpu import CpuPowerModel, process_cpu_s, read_per_cpu_times
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class DevicePowerSampler:
         power_model: CpuPowerModel | None = None,
         proc_root: Path = Path("/proc"),
         clock: Callable[[], float] = time.monotonic,
+        pids_by_device: Callable[[], dict[str, list[int]]] | None = None,
     ):
         if not devices:
             raise ValueError("a power sampler needs at least one device")
@@ -54,6 +55,11 @@ class DevicePowerSampler:
         self.proc_root = proc_root
         self.clock = clock
         self.source = "nvml" if self.kind == "gpu" else "estimate"
+        # CPU slots only: count the busy time of the processes pinned to each slot (garrison's own work) instead of
+        # the whole logical CPU's, so other programs on a shared machine do not read as the fleet's power.
+        self.pids_by_device = pids_by_device if self.kind == "cpu-core" else None
+        self.scope = "pinned processes" if self.pids_by_device else ("device" if self.kind == "gpu" else "logical CPU")
+        self._last_pid_s: dict[int, float] = {}
         self._last_time_s: float | None = None
         self._last_busy_s: dict[int, float] = {}
         self._nvml = None
@@ -66,8 +72,28 @@ class DevicePowerSampler:
         self.sample()
 
     def _busy_s(self) -> dict[int, float]:
+        if self.pids_by_device is not None:
+            return self._process_busy_s()
         times = read_per_cpu_times(self.proc_root)
         return {d.index: times[d.index].busy_s for d in self.devices}
+
+    def _process_busy_s(self) -> dict[int, float]:
+        """Cumulative busy seconds per slot from its pinned processes; a process that ended keeps what it used."""
+        totals = dict(getattr(self, "_slot_totals", {d.index: 0.0 for d in self.devices}))
+        pids = self.pids_by_device() if self.pids_by_device else {}
+        seen: dict[int, float] = {}
+        for d in self.devices:
+            for pid in pids.get(d.id, []):
+                try:
+                    now = process_cpu_s(pid, self.proc_root)
+                except (OSError, ValueError, IndexError):
+                    continue
+                last = self._last_pid_s.get(pid, now)  # a new process counts from its first sighting
+                totals[d.index] += max(0.0, now - last)
+                seen[pid] = now
+        self._last_pid_s = seen
+        self._slot_totals = totals
+        return totals
 
     def sample(self) -> PowerSample:
         now_s = self.clock()

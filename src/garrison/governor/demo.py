@@ -36,7 +36,7 @@ from garrison.governor.state import GovernorConfig, Pool
 from garrison.hardware.cpu import CpuPowerModel
 from garrison.hardware.devices import fleet_devices
 from garrison.hardware.power_limit import CpuSlotLimiter, power_limit_info
-from garrison.store import Store, open_store
+from garrison.store import NotFound, Store, open_store
 
 DEMO_PROMPTS = (
     "a red circle moving right on a black background",
@@ -185,7 +185,9 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
             grace_period_s=cfg.grace_period_s,
             slo_s=cfg.slo_s,
         )
-        sampler = DevicePowerSampler(devices, cpu_power)
+        # On CPU slots the demo meters garrison's own pinned processes, so a busy shared machine does not read as
+        # the fleet's power (the summary's power_scope says so); GPUs are read whole, through NVML.
+        sampler = DevicePowerSampler(devices, cpu_power, pids_by_device=executor.pids_by_device)
         runtime = GovernorRuntime(store, executor, config, home, sampler, models, cpu_limiter=limiter)
         stop = threading.Event()
         loop = threading.Thread(target=runtime.run, args=(stop,), name="governor", daemon=True)
@@ -233,6 +235,7 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
         )
         summary.update(
             power_source=sampler.source,
+            power_scope=sampler.scope,
             devices=[d.id for d in devices],
             device_backend=discovery.backend,
             power_limit_mechanism=(limiter.reason if limiter and limiter.available else "none settable")
@@ -279,8 +282,14 @@ def summarise(
                 if p is not None and m.busy_w > m.idle_w:
                     lent_used += min(max((p - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
                     lent_total += 1
-    videos = [store.get_video(i) for i in ids]
+    videos = []
+    for video_id in ids:
+        try:
+            videos.append(store.get_video(video_id))
+        except NotFound:
+            pass  # a request the store no longer has: lost
     completed = [v for v in videos if v.status == VideoStatus.COMPLETED]
+    unfinished = [v for v in videos if v.status in (VideoStatus.QUEUED, VideoStatus.IN_PROGRESS)]
     failed = [v for v in videos if v.status == VideoStatus.FAILED]
     latencies = [v.completed_at - v.created_at for v in completed if v.completed_at]
     retention = (
@@ -296,7 +305,8 @@ def summarise(
         "max_overshoot_fraction": round(max(overshoot, 0.0), 4),
         "power_cap_w": config.power_cap_w,
         "control_periods": len(samples),
-        "lost_requests": len(ids) - len(completed) - len(failed),
+        "lost_requests": len(ids) - len(videos),
+        "unfinished_requests": len(unfinished),  # still queued when the demo ended: kept, not lost
         "failed_requests": len(failed),
         "videos": len(ids),
         "joules_per_video": round(statistics.fmean(v.joules for v in completed if v.joules is not None), 3)

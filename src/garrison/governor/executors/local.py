@@ -258,6 +258,14 @@ class LocalExecutor(Executor):
         proc = self._serving.get(device_id)
         return (proc.key, proc.started_unix_s) if proc else None
 
+    def pids_by_device(self) -> dict[str, list[int]]:
+        """Process ids running on each device (the power sampler's "pinned processes" scope reads these)."""
+        out: dict[str, list[int]] = {}
+        for proc in list(self._serving.values()) + list(self._training.values()):
+            for device_id in proc.device_ids:
+                out.setdefault(device_id, []).append(proc.popen.pid)
+        return out
+
     def pids(self) -> dict[str, int]:
         """Process ids by worker or job id (the soak benchmark kills workers by these)."""
         procs = list(self._serving.values()) + list(self._training.values())
