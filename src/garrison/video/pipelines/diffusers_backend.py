@@ -9,8 +9,9 @@ FLOPs per architecture. The FLOP formulas are hand-written because no library gi
 test checks each against torch's FlopCounterMode on tiny configs of the real classes.
 
 FLOPs follow garrison's convention (video/pipelines/flops.py): matrix multiplies only, 2 FLOP per multiply-add.
-Counted: the T5 text encoder and every transformer forward. Not counted: the VAE decode (convolutions, run once per
-video; a few percent of a 50-step Wan generation), so `efficiency_vs_limit` is slightly conservative.
+Counted: the T5 text encoder and every transformer forward. Not counted: the VAE decode (convolutions, once per
+video): for Wan 2.1 at 480x832, 81 frames it is 2.75e14 FLOP (FlopCounterMode on meta tensors), 1% of the 2.83e16 of
+a 50-step video, so `efficiency_vs_limit` and MFU are that much conservative.
 """
 
 from __future__ import annotations

@@ -20,6 +20,22 @@ import torch
 
 FAMILY_NAMES = ("wan", "ltx", "cogvideox")
 SIZES = ("tiny", "full")
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json
+WAN_2_1_T2V_1_3B_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 12,
+    "attention_head_dim": 128,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 8960,
+    "num_layers": 30,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "rope_max_seq_len": 1024,
+}
 _TOKENIZER_TEXT = [
     "a red circle moving left on a black background",
     "a cat walks in the snow at night, cinematic lighting",
@@ -71,6 +87,8 @@ def _t5_config(size: str, umt5: bool) -> Any:
 def build_random_pipeline(family: str, size: str = "tiny", dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
     """A diffusers pipeline of `family` ("wan", "ltx", "cogvideox") with random weights, `size` "tiny" or "full".
 
+    Call it under `with torch.device("cuda"):` to initialise the weights on the GPU (minutes faster at full size).
+
     "full" exists for Wan only (the 1.3B text-to-video architecture of Wan-AI/Wan2.1-T2V-1.3B-Diffusers).
     """
     if family not in FAMILY_NAMES:
@@ -98,9 +116,9 @@ def build_random_pipeline(family: str, size: str = "tiny", dtype: torch.dtype = 
 def _keep_fp32_modules(module: torch.nn.Module) -> None:
     """Put back in fp32 the parts a diffusers model keeps there (`_keep_in_fp32_modules`), as `from_pretrained` does."""
     keep = getattr(module, "_keep_in_fp32_modules", None) or []
-    for name, sub in module.named_modules():
+    for name, param in module.named_parameters():  # matched on parameter names, as diffusers matches them
         if any(k in name.split(".") for k in keep):
-            sub.float()
+            param.data = param.data.float()
 
 
 def _wan(size: str, tokenizer: Any) -> Any:
@@ -125,28 +143,15 @@ def _wan(size: str, tokenizer: Any) -> Any:
         vae = AutoencoderKLWan(
             base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
         )
-    else:  # Wan2.1-T2V-1.3B: transformer/config.json of the diffusers release
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=12,
-            attention_head_dim=128,
-            in_channels=16,
-            out_channels=16,
-            text_dim=4096,
-            freq_dim=256,
-            ffn_dim=8960,
-            num_layers=30,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            rope_max_seq_len=1024,
-        )
+    else:
+        transformer = WanTransformer3DModel(**WAN_2_1_T2V_1_3B_TRANSFORMER)
         vae = AutoencoderKLWan()  # the defaults are Wan 2.1's VAE
     text_encoder = UMT5EncoderModel(_t5_config(size, umt5=True))
     # Wan's own scheduler: UniPC in flow-prediction mode, shift 3 at 480p
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
-    )
+    with torch.device("cpu"):  # schedulers keep their tables on the CPU, whatever device the weights start on
+        scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+        )
     return WanPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
     )
@@ -192,8 +197,10 @@ def _ltx(tokenizer: Any) -> Any:
         decoder_causal=False,
     )
     text_encoder = T5EncoderModel(_t5_config("tiny", umt5=False))
+    with torch.device("cpu"):
+        scheduler = FlowMatchEulerDiscreteScheduler()
     return LTXPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
+        scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -237,12 +244,14 @@ def _cogvideox(tokenizer: Any) -> Any:
         temporal_compression_ratio=4,
     )
     text_encoder = T5EncoderModel(_t5_config("tiny", umt5=False))
+    with torch.device("cpu"):
+        scheduler = CogVideoXDDIMScheduler()
     return CogVideoXPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
         transformer=transformer,
-        scheduler=CogVideoXDDIMScheduler(),
+        scheduler=scheduler,
     )
 
 
