@@ -11,11 +11,11 @@ share one address, as on a `ray.cluster_utils.Cluster`). A cluster started with 
 Placement: Ray reserves a count of GPUs on a node; it cannot be told which GPU index an actor gets. The governor,
 though, names devices (its power limits and meters are per GPU), so an actor is pinned to its device's node (a node
 affinity strategy; label selectors for placement-group bundles) with `num_gpus=1` per device, and the executor sets
-CUDA_VISIBLE_DEVICES to the device's own index, as vLLM does over Ray. Ray's bookkeeping and the executor's agree on
+CUDA_VISIBLE_DEVICES to the device's own index (vLLM's Ray executor likewise sets it itself). Ray's bookkeeping and the executor's agree on
 how many GPUs of each node are taken as long as this executor is the only one placing GPU work on the cluster; the
 GPU ids Ray assigned are reported by `placement()` for comparison.
 
-Serving follows the local executor exactly. A worker is an actor (`max_restarts=0`: the governor decides what to
+Serving has the local executor's semantics. A worker is an actor (`max_restarts=0`: the governor decides what to
 restart) whose `run` method runs `serving_worker.run_worker` until told to stop; draining sets the store flag
 `worker.<id>.drain`; stopping asks the worker to give its video back (`abort`), waits `kill_grace_s`, then
 `ray.kill`s it, and requeues whatever the store still shows it holding (`store.videos_held_by`), so nothing it
