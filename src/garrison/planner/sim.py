@@ -10,10 +10,11 @@ How it scales to 100,000 devices and 10 million requests a day on two cores (mea
 
 - Devices are grouped into units: a governor device stands for a block of identical physical devices (same site,
   chip and pool; at most `max_units_per_site` per site). The governor sees a unit as one device with the block's
-  power (idle, busy, limits times the block size) and its service time per request divided by the block's slots.
-  Fidelity cost: lending, reclaiming and power limits move whole blocks, a job's device count is rounded up to
-  whole blocks, and the Poisson peak the power controller plans for is computed on block units (more cautious
-  than per device). With `max_units_per_site` >= the device count, a unit is one device and nothing is aggregated.
+  power (idle, busy, limits times the block size), running block size x max_concurrency requests at once, so its
+  demand model and the Poisson peak of requests running at once are those of the devices one by one. Fidelity
+  cost: lending, reclaiming and power limits move whole blocks, a job's device count is rounded up to whole
+  blocks, and the concurrency rung counts requests per block. With `max_units_per_site` >= the device count, a
+  unit is one device and nothing is aggregated.
 - Requests are not events in a Python heap of their own: each serving slot (a device runs `max_concurrency` slots,
   each at 1/`max_concurrency` of its speed) is an entry (free_at_s, unit) in a heapq, and a FIFO queue is served by
   the recursion start = max(arrival, earliest free slot), one `heapreplace` per request (Kiefer and Wolfowitz's
@@ -260,7 +261,9 @@ class SiteSimulator:
             slo_s=gov.slo_s,
             slo_target=gov.slo_target,
             worker_timeout_s=max(10.0, 3 * self.period_s),
-            max_concurrency=self.m,
+            # A unit of `size` devices runs size x m requests at once, each holding 1/(size x m) of it: the governor's
+            # Poisson peak of requests running at once is then the same as over the devices one by one.
+            max_concurrency=size * self.m,
             target_utilization=gov.target_utilization,
         )
         idle_w = sum(u.size * u.power.idle_w for u in self.units)
@@ -392,19 +395,18 @@ class SiteSimulator:
         rq: deque[int] = deque()
         nxt = 0
         # Serving slots: unit i owns slots [slot_lo[i], slot_lo[i] + size * m); a slot takes new work while its
-        # unit serves and its index is within size x the concurrency in force; it is busy until busy_until.
+        # unit serves and its index is below the concurrency in force (requests per unit); it is busy until busy_until.
         slot_count = np.array([u.size * m for u in units])
         slot_lo = np.concatenate([[0], np.cumsum(slot_count)[:-1]]).astype(np.int64)
         slot_unit = np.repeat(np.arange(U), slot_count)
         slot_rank = np.arange(int(slot_count.sum())) - slot_lo[slot_unit]  # index within its unit
         busy_until = np.zeros(len(slot_unit))
-        slot_size = np.array([u.size for u in units])[slot_unit]
         serving_unit = np.zeros(U, dtype=bool)
         track_arr = np.array([u.home_pool == "training" for u in units])
         mult = self.service_multiplier
         mult_min = float(mult.min()) if mult is not None and len(mult) else 1.0
         inflight: list[list[tuple[float, int, float]]] = [[] for _ in range(U)]
-        quality, concurrency, admission = 0, m, "open"
+        quality, concurrency, admission = 0, self.config.max_concurrency, "open"
         memory = ControlMemory()
         power_series = np.zeros(nbins)
         queue_series = np.zeros(nbins, dtype=np.int64)
@@ -446,7 +448,8 @@ class SiteSimulator:
             units[i].assignment = "serving"
             serving_unit[i] = True
             lo = slot_lo[i]
-            busy_until[lo : lo + slot_count[i]] = now_s  # a fresh worker: whatever ran there was requeued
+            # A fresh worker (whatever ran there before was requeued), ready once it has loaded the model.
+            busy_until[lo : lo + slot_count[i]] = now_s + self.scenario.simulation.worker_start_s
 
         def stop_serving(i: int) -> None:
             serving_unit[i] = False
@@ -581,7 +584,7 @@ class SiteSimulator:
                 slow = np.array([1.0 / speed_under_limit(u.chip, u.power, u.limit_w, exp) for u in units])
                 # svc[u, kind]: seconds one slot of unit u takes for a request of each kind at this rung.
                 svc = self.base_s[self._chip_of_unit] * self.level_factor[:, quality][None, :] * m * slow[:, None]
-                enabled = serving_unit[slot_unit] & (slot_rank < slot_size * concurrency)
+                enabled = serving_unit[slot_unit] & (slot_rank < concurrency)
                 avail = np.where(enabled, np.maximum(busy_until, t0), np.inf)
                 cand = np.flatnonzero(avail < t1)
                 if len(cand):

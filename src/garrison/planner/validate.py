@@ -8,6 +8,7 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
 - devices: one `cpu-core` unit per core slot, in the same home pools; the cap in chip watts (no PUE);
 - the built-in model's cost profile is calibrated on the first burst only (the videos that finished before the
   training job was submitted, at quality rung 0): seconds against pixels x frames x steps, power from their joules;
+  and a worker's start-up time (model loading) from the serving worker's first claim;
 - the arrivals are the measured request times; the training job is submitted when it was, with as much work as
   its measured steps at the training-alone rate;
 - the governor's policies run every control period, as in the demo.
@@ -78,6 +79,12 @@ def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
         job["submitted_s"] + work_s,
     )
     pools = record["devices"]
+    # The serving-home worker starts with the governor: its first claim says how long a worker takes to load.
+    serving_ids = {d["id"] for d in pools if d["home_pool"] == "serving"}
+    first_claims = [
+        v["started_s"] for v in record["videos"] if v["device_id"] in serving_ids and v["started_s"] is not None
+    ]
+    worker_start_s = max(min(first_claims), 0.0) if first_claims else 0.0
     scenario = parse_scenario(
         {
             "name": "demo-replay",
@@ -107,7 +114,7 @@ def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
                 "grace_period_s": record["grace_period_s"],
                 "slo_s": record["slo_s"],
             },
-            "simulation": {"max_units_per_site": 4096},
+            "simulation": {"max_units_per_site": 4096, "worker_start_s": worker_start_s},
         }
     )
     profile = CostProfile(points=points, catalog=scenario.chips())
@@ -146,6 +153,7 @@ def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
         "relative_error": {k: None if e is None or not math.isfinite(e) else round(e, 4) for k, e in errors.items()},
         "calibration": {
             "videos": len(calib),
+            "worker_start_s": round(worker_start_s, 3),
             "seconds_per_video_rung0": round(point.per_video_s + point.overhead_s, 4),
             "power_w": round(power_w, 3),
         },
