@@ -32,6 +32,15 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,8 +93,7 @@ def main() -> None:
             server_mb, worker_mb = rss_mb(server.pid), rss_mb(worker.pid)
         finally:
             for proc in (server, worker):
-                proc.terminate()
-                proc.wait(30)
+                stop(proc)
             log.close()
     print(
         json.dumps(

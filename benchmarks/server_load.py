@@ -39,6 +39,15 @@ PROMPTS = [
 ]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +80,9 @@ async def run_load(base: str, key: str, rps: float, duration_s: float, create_sh
     lag_s: list[float] = []
     rng = random.Random(0)
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30.0) as client:
+    # A request not answered in 10 s counts as an error (ReadTimeout), so a server that falls behind cannot stretch
+    # the run without bound.
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=10.0) as client:
 
         async def create(n: int) -> None:
             body = {"prompt": PROMPTS[n % len(PROMPTS)], "seconds": "4", "size": "1280x720", "seed": n}
@@ -166,11 +177,10 @@ def main() -> None:
                     time.sleep(0.2)
                 # Warm-up: the first create loads the prompt policy's sentence encoder.
                 h = {"Authorization": f"Bearer {key}"}
-                warm = httpx.post(f"{base}/v1/videos", headers=h, json={"prompt": PROMPTS[0]}, timeout=60).json()["id"]
+                warm = httpx.post(f"{base}/v1/videos", headers=h, json={"prompt": PROMPTS[0]}, timeout=300).json()["id"]
                 result = asyncio.run(run_load(base, key, args.rps, args.duration_s, args.create_share, warm))
             finally:
-                server.terminate()
-                server.wait(30)
+                stop(server)
         rows, after = [], None
         while True:
             page, more = store.list_videos(tenant.id, after=after, limit=1000, order="asc")
