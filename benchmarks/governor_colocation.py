@@ -41,6 +41,7 @@ def main() -> None:
                 if alone and naive["training_steps_per_s_naive"]
                 else None,
                 "lent_capacity_used_fraction": governed["lent_capacity_used_fraction"],
+                "lent_capacity_used_fraction_of_allowed": governed["lent_capacity_used_fraction_of_allowed"],
                 "power_over_cap_fraction": governed["power_over_cap_fraction"],
                 "max_overshoot_fraction": governed["max_overshoot_fraction"],
                 "reclaim_s": governed["reclaim_s"],

@@ -272,7 +272,8 @@ def summarise(
     over = [s for s in samples if s.power_w > s.power_cap_w]
     overshoot = max((s.power_w / s.power_cap_w - 1 for s in samples), default=0.0)
     # Lent capacity: each sample where a training-home device serves, how busy it was (from its power reading).
-    lent_used, lent_total = 0.0, 0
+    # Also against what the cap allowed it: a lent device held at a lower power limit can only be that busy.
+    lent_used, lent_total, lent_allowed = 0.0, 0, 0.0
     for s in samples:
         assignments = s.extra.get("devices", {})
         for device_id, assignment in assignments.items():
@@ -282,6 +283,8 @@ def summarise(
                 if p is not None and m.busy_w > m.idle_w:
                     lent_used += min(max((p - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
                     lent_total += 1
+                    limit = s.extra.get("power_limit_w_by_device", {}).get(device_id) or m.busy_w
+                    lent_allowed += min(max((limit - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
     videos = []
     for video_id in ids:
         try:
@@ -300,6 +303,7 @@ def summarise(
         "training_steps_per_s_alone": alone_steps_per_s,
         "training_steps_per_s_governed": governed_steps_per_s,
         "lent_capacity_used_fraction": round(lent_used / lent_total, 4) if lent_total else None,
+        "lent_capacity_used_fraction_of_allowed": round(min(lent_used / lent_allowed, 1.0), 4) if lent_allowed else None,
         "lent_device_periods": lent_total,
         "power_over_cap_fraction": round(len(over) / len(samples), 4) if samples else None,
         "max_overshoot_fraction": round(max(overshoot, 0.0), 4),

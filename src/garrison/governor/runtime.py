@@ -372,6 +372,7 @@ class GovernorRuntime:
         power_w = state.fleet_power_w if math.isfinite(state.fleet_power_w) else 0.0
         extra = {
             "power_w_by_device": self.last_sample.power_w_by_device if self.last_sample else {},
+            "power_limit_w_by_device": {d.id: d.power_limit_w for d in state.devices},
             "power_source": state.power_source,
             "quality_level": int(store.get_setting("serving.quality_level", 0) or 0),
             "admission": store.get_setting("admission.mode", "open"),
