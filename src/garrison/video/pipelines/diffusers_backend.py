@@ -297,8 +297,23 @@ def choose_attention_backend(device: torch.device) -> str | None:
 
             return "_flash_3"
         except ImportError:
+            pass
+        if _sdpa_runs(device, torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             return "_native_cudnn"
     return "_native_flash"
+
+
+def _sdpa_runs(device: torch.device, backend: Any) -> bool:
+    """Whether PyTorch's SDPA `backend` runs here (a cuDNN build without its attention kernels does not)."""
+    from torch.nn.attention import sdpa_kernel
+
+    q = torch.randn(1, 2, 64, 128, device=device, dtype=torch.bfloat16)
+    try:
+        with sdpa_kernel(backend):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    except RuntimeError:
+        return False
+    return True
 
 
 class CompiledTransformer(torch.nn.Module):
