@@ -16,12 +16,38 @@ import argparse
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
 from garrison.hardware.cpu import cpu_model_name
 from garrison.planner.validate import RECORD_VERSION, predict_demo
 from garrison.store import open_store
+
+
+def power_limits(decisions: list, t0: float, config: dict) -> list[dict[str, Any]]:
+    """The power limits the governor set, in time order. A decision's reason names the limit rounded to a watt; the
+    exact value is the nearest rung of the governor's ladder (max - k x step, floored at min) for a CPU core slot
+    (hardware/power_limit.py: max = active W per core, min = idle + 10% of the span)."""
+    from garrison.hardware.cpu import CpuPowerModel
+
+    p = CpuPowerModel.from_env()
+    max_w, min_w = p.active_w_per_core, p.idle_w_per_core + 0.1 * (p.active_w_per_core - p.idle_w_per_core)
+    step = max((max_w - min_w) * config["power_limit_step_fraction"], 1.0 if max_w - min_w > 1 else 0.0)
+    rungs = sorted({max(max_w - k * step, min_w) for k in range(64)})
+    out = []
+    for d in decisions:
+        if d.action not in ("set_power_limit", "throttle_training") or not d.target:
+            continue
+        found = re.search(r"limit (\d+(?:\.\d+)?) W", d.reason) or re.search(r"(\d+(?:\.\d+)?) W$", d.reason)
+        if "full power limit" in d.reason:
+            watts = max_w
+        elif found:
+            watts = min(rungs, key=lambda r: abs(r - float(found.group(1))))
+        else:
+            continue
+        out.append({"t_s": round(d.ts - t0, 4), "device_id": d.target, "watts": round(watts, 4)})
+    return out
 
 
 def extract_record(demo_dir: Path) -> dict[str, Any]:
@@ -32,6 +58,7 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
         samples = store.list_samples(since=0, limit=100_000)
         videos = store.recent_videos(since=0, limit=100_000)
         jobs = [j for j in store.list_jobs() if j.name == "demo-train"]
+        decisions = store.list_decisions(since=0, limit=100_000)
     finally:
         store.close()
     if not samples or not videos or not jobs:
@@ -46,6 +73,7 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
 
     config = summary["config"]
     return {
+        "power_limits": power_limits(decisions, t0, config),
         "version": RECORD_VERSION,
         "source": str(demo_dir),
         "power_source": summary.get("power_source"),
@@ -101,12 +129,14 @@ def main() -> None:
     if args.write_record:
         args.write_record.parent.mkdir(parents=True, exist_ok=True)
         args.write_record.write_text(json.dumps(record, indent=1) + "\n")
-    result = predict_demo(record)
+    result = predict_demo(record, "first_burst")
+    in_sample = predict_demo(record, "all")
     print(
         json.dumps(
             {
                 "benchmark": "planner_fidelity",
                 **result,
+                "calibrated_on_all_videos": {k: in_sample[k] for k in ("predicted", "relative_error", "calibration")},
                 "target_relative_error": 0.10,
                 "machine": {
                     "cpu": cpu_model_name(),

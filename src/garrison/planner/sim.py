@@ -75,6 +75,7 @@ from garrison.planner.scenario import Scenario, ScenarioError, Site
 
 ARRIVAL_WINDOW_S = 60.0  # as the live runtime measures the arrival rate
 SLO_WINDOW_S = 300.0
+SERVICE_SAMPLES = 50
 
 
 @dataclass(frozen=True)
@@ -327,15 +328,6 @@ class SiteSimulator:
             )
         return tuple(out)
 
-    def _service_by_level(self, serving_mask: np.ndarray) -> tuple[float, ...]:
-        """Mean unit-seconds of one request at each ladder rung over the mix and the serving units' chips (what the
-        live runtime measures as the mean device-seconds per request)."""
-        mask = serving_mask if serving_mask.any() else np.ones_like(serving_mask)
-        sizes = self._sizes[mask]
-        mean_s = float(np.sum(self._unit_mean_s[mask] * sizes) / sizes.sum())
-        per_unit = mean_s / (sizes.sum() / len(sizes))
-        return tuple(float(per_unit * f) for f in self._level_mean)
-
     @staticmethod
     def _exact(
         q_idx: np.ndarray,
@@ -459,28 +451,50 @@ class SiteSimulator:
             if u.home_pool == "serving":
                 set_serving(i, 0.0)
         wb = max(1, math.ceil(SLO_WINDOW_S / P))
+        # Measured service (as the runtime): the mean unit-seconds of the last SERVICE_SAMPLES completed requests at
+        # each rung; a rung with none completed is "not measured" and the governor scales it from a measured one.
+        pending_end = np.zeros(0)
+        pending_level = np.zeros(0, dtype=np.int64)
+        pending_unit_s = np.zeros(0)
+        measured: list[deque[float]] = [deque(maxlen=SERVICE_SAMPLES) for _ in QUALITY_LADDER]
+        unit_slots = self._sizes * m
         for j in range(nbins):
             t0 = j * P
             t1 = min(t0 + P, H)
             # --- read: the fleet as the meters saw it over the last period ------------------------------------
             lo_rate = np.searchsorted(arr, t0 - ARRIVAL_WINDOW_S)
             hi_now = int(np.searchsorted(arr, t0))
-            rate = (hi_now - lo_rate) / min(ARRIVAL_WINDOW_S, t0) if t0 > 0 else 0.0
+            rate = (hi_now - lo_rate) / ARRIVAL_WINDOW_S  # as the runtime measures it, a fixed window
             queue_depth = len(rq) + max(hi_now - nxt, 0) - (shed_total - shed_passed)
             queue_depth = max(queue_depth, 0)
-            serving_mask = np.array([u.assignment == "serving" for u in units])
-            service = self._service_by_level(serving_mask)
+            if len(pending_end):
+                done_now = pending_end <= t0
+                if done_now.any():
+                    order = np.argsort(pending_end[done_now], kind="stable")
+                    lv, us_ = pending_level[done_now][order], pending_unit_s[done_now][order]
+                    for q in np.unique(lv).tolist():
+                        measured[q].extend(us_[lv == q][-SERVICE_SAMPLES:].tolist())
+                    keep = ~done_now
+                    pending_end, pending_level, pending_unit_s = (
+                        pending_end[keep],
+                        pending_level[keep],
+                        pending_unit_s[keep],
+                    )
+            service = tuple(sum(d) / len(d) if d else 0.0 for d in measured)
             done = float(done_bins[max(0, j - wb) : j].sum())
             serving_state = ServingState(
                 quality_level=quality,
                 concurrency=concurrency,
                 admission=admission,  # type: ignore[arg-type]
                 queue_depth=queue_depth,
-                queued_device_s=queue_depth * service[quality],
+                queued_device_s=0.0,
                 arrival_rate_per_s=rate,
                 service_device_s_by_level=service,
                 slo_attainment=float(met_bins[max(0, j - wb) : j].sum()) / done if done else None,
             )
+            per_request_s = serving_state.service_device_s(quality)
+            if per_request_s:  # as the runtime prices the queue
+                serving_state = replace(serving_state, queued_device_s=queue_depth * per_request_s)
             jobs_state = tuple(
                 TrainingJobState(
                     id=job.name,
@@ -648,6 +662,9 @@ class SiteSimulator:
                 np.add.at(done_bins, e_bins, 1)
                 np.add.at(met_bins, e_bins, (e_a - arr[k_a] <= self.config.slo_s).astype(float))
                 chunks.append((k_a, s_a, e_a, u_a, np.full(len(k_a), quality)))
+                pending_end = np.concatenate([pending_end, e_a])
+                pending_level = np.concatenate([pending_level, np.full(len(e_a), quality)])
+                pending_unit_s = np.concatenate([pending_unit_s, (e_a - s_a) / unit_slots[u_a]])
                 tracked = track_arr[u_a]
                 if tracked.any():
                     for e, k, st, i in zip(

@@ -6,9 +6,10 @@ plain dict (benchmarks/planner_fidelity.py extracts it from the run's summary.js
 ships in tests/planner/data/). `predict_demo(record)` replays it:
 
 - devices: one `cpu-core` unit per core slot, in the same home pools; the cap in chip watts (no PUE);
-- the built-in model's cost profile is calibrated on the first burst only (the videos that finished before the
-  training job was submitted, at quality rung 0): seconds against pixels x frames x steps, power from their joules;
-  and a worker's start-up time (model loading) from the serving worker's first claim;
+- the built-in model's cost profile is calibrated on the first burst only (the videos submitted before the training
+  job; or on all videos, in sample, with `calibrate_on="all"`): the seconds a video held its device (claimed to
+  completed) against pixels x frames x steps rendered, joules per such second; and a worker's start-up time (model
+  loading) from the serving worker's first claim;
 - the arrivals are the measured request times; the training job is submitted when it was, with as much work as
   its measured steps at the training-alone rate;
 - the governor's policies run every control period, as in the demo.
@@ -25,9 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from garrison.planner.profiles import BUILTIN_MODEL, CPU_CHIP, CostProfile, calibrate_builtin, default_points
+from garrison.planner.profiles import (
+    BUILTIN_ACTIVE_W_PER_CORE,
+    BUILTIN_IDLE_W_PER_CORE,
+    BUILTIN_MODEL,
+    CPU_CHIP,
+    CostProfile,
+    calibrate_builtin,
+    default_points,
+)
 from garrison.planner.scenario import parse_scenario
-from garrison.planner.sim import SiteSimulator
+from garrison.planner.sim import ChipPower, SiteSimulator, speed_under_limit
 
 RECORD_VERSION = 1
 
@@ -39,33 +48,58 @@ def _work(video: dict[str, Any]) -> float:
     return float(w * h * frames * int(video["steps_used"] or video["steps"]))
 
 
-def calibration_videos(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The first burst's videos: completed at rung 0 before the training job was submitted."""
+def occupancy_s(video: dict[str, Any]) -> float:
+    """Seconds the video held its device: claimed to completed (generation, watermark, signing, encoding)."""
+    return float(video["completed_s"] - video["started_s"])
+
+
+def limit_at_w(record: dict[str, Any], device_id: str | None, t_s: float) -> float:
+    """The power limit `device_id` ran under at `t_s` (the last one set before; its maximum before any)."""
+    limit = BUILTIN_ACTIVE_W_PER_CORE
+    for change in record.get("power_limits", []):
+        if change["device_id"] == device_id and change["t_s"] <= t_s:
+            limit = change["watts"]
+    return limit
+
+
+def full_speed_s(record: dict[str, Any], video: dict[str, Any]) -> float:
+    """The video's occupancy had its device run at full power: a core slot's cgroup quota slows it in proportion."""
+    power = ChipPower(BUILTIN_IDLE_W_PER_CORE, BUILTIN_ACTIVE_W_PER_CORE, 0.0, BUILTIN_ACTIVE_W_PER_CORE)
+    speed = speed_under_limit(CPU_CHIP, power, limit_at_w(record, video["device_id"], video["started_s"]), 1.0)
+    return occupancy_s(video) * speed
+
+
+def calibration_videos(record: dict[str, Any], on: str = "first_burst") -> list[dict[str, Any]]:
+    """The videos the profile is fitted on: `first_burst` (submitted before the training job, so the rest of the
+    run is predicted out of sample) or `all` (in sample)."""
+    if on not in ("first_burst", "all"):
+        raise ValueError(f"calibrate on 'first_burst' or 'all', got {on!r}")
     submitted = record["job"]["submitted_s"]
     return [
         v
         for v in record["videos"]
         if v["status"] == "completed"
-        and v["quality_level"] == 0
         and v["completed_s"] is not None
-        and v["completed_s"] <= submitted
-        and v["seconds_wall"]
+        and v["started_s"] is not None
+        and (on == "all" or v["created_s"] <= submitted)
+        and occupancy_s(v) > 0
     ]
 
 
-def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
+def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> dict[str, Any]:
     """Predicted against measured figures of a demo run (see the module docstring)."""
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"demo record version {record.get('version')!r}; this planner reads {RECORD_VERSION}")
-    calib = calibration_videos(record)
+    calib = calibration_videos(record, calibrate_on)
     if not calib:
-        raise ValueError(
-            "the demo record has no completed rung-0 video before the training job: nothing to calibrate on"
-        )
-    joules = [v["joules"] for v in calib if v["joules"]]
-    power_w = sum(joules) / sum(v["seconds_wall"] for v in calib if v["joules"]) if joules else 5.6
+        raise ValueError(f"the demo record has no completed video to calibrate on ({calibrate_on})")
+    # Energy per second of occupancy, so predicted joules follow predicted occupancy.
+    with_joules = [v for v in calib if v["joules"] is not None]
+    power_w = sum(v["joules"] for v in with_joules) / sum(occupancy_s(v) for v in with_joules) if with_joules else 5.6
     point = calibrate_builtin(
-        [(_work(v), v["seconds_wall"]) for v in calib], power_w, f"demo run {record.get('source', '')}, first burst"
+        [(_work(v), full_speed_s(record, v)) for v in calib],
+        power_w,
+        f"demo run {record.get('source', '')}, {calibrate_on}",
     )
     points = tuple(p for p in default_points() if p.model != BUILTIN_MODEL) + (point,)
     first = record["videos"][0]
@@ -152,6 +186,7 @@ def predict_demo(record: dict[str, Any]) -> dict[str, Any]:
         "measured": measured,
         "relative_error": {k: None if e is None or not math.isfinite(e) else round(e, 4) for k, e in errors.items()},
         "calibration": {
+            "on": calibrate_on,
             "videos": len(calib),
             "worker_start_s": round(worker_start_s, 3),
             "seconds_per_video_rung0": round(point.per_video_s + point.overhead_s, 4),
