@@ -22,12 +22,17 @@ from garrison.hardware.cpu import cpu_model_name
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-steps", type=int, default=40)
-    ap.add_argument("--first-burst", type=int, default=6)
+    ap.add_argument("--first-burst", type=int, default=12)
+    ap.add_argument("--lend-wait-s", type=float, default=20.0, help="how long serving runs on lent capacity")
     ap.add_argument("--second-burst", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("bench-out/colocation"))
     args = ap.parse_args()
     cfg = DemoConfig(
-        out_dir=args.out, first_burst=args.first_burst, second_burst=args.second_burst, train_steps=args.train_steps
+        out_dir=args.out,
+        first_burst=args.first_burst,
+        second_burst=args.second_burst,
+        train_steps=args.train_steps,
+        lend_wait_s=args.lend_wait_s,
     )
     governed = run_demo(cfg).summary
     naive = run_naive(cfg)
