@@ -1,8 +1,8 @@
 """The simulator against a measured `garrison demo` run on this machine (a record extracted from it ships in
 tests/planner/data/; benchmarks/planner_fidelity.py made it). The errors are printed: pytest -s shows them.
 
-The bounds below are what this record meets, not the issue's 10% target everywhere: training throughput and power
-meet it; latency meets 20% only calibrated on all videos; energy per video misses (see the report and validate.py).
+The bounds below are what this record meets: mean latency and training throughput within the issue's 10% (the
+profile calibrated on the first burst only, the rest predicted); energy per video misses it (26%; see validate.py).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def test_demo_replay_against_the_measured_run(record):
     assert out["relative_error"]["training_steps_per_s_governed"] < 0.10
     power_error = abs(out["mean_power_w_predicted"] - out["power_mean_w_measured"]) / out["power_mean_w_measured"]
     assert power_error < 0.15
-    assert in_sample["relative_error"]["latency_mean_s"] < 0.20
-    assert out["relative_error"]["joules_per_video"] < 1.0  # a known miss: the estimate meter's joules follow wall time
+    assert out["relative_error"]["latency_mean_s"] < 0.10
+    assert in_sample["relative_error"]["latency_mean_s"] < 0.10
+    assert out["relative_error"]["joules_per_video"] < 0.35  # a known miss of the 10% target
 
 
 def test_calibration_sets(record):

@@ -8,8 +8,8 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
 - devices: one `cpu-core` unit per core slot, in the same home pools; the cap in chip watts (no PUE);
 - the built-in model's cost profile is calibrated on the first burst only (the videos submitted before the training
   job; or on all videos, in sample, with `calibrate_on="all"`): the seconds a video held its device (claimed to
-  completed) against pixels x frames x steps rendered, joules per such second; and a worker's start-up time (model
-  loading) from the serving worker's first claim;
+  completed, de-rated by the power limit in force) against pixels x frames x steps rendered; joules per second of
+  occupancy; and a worker's start-up time (model loading) from the serving worker's first claim;
 - the arrivals are the measured request times; the training job is submitted when it was, with as much work as
   its measured steps at the training-alone rate;
 - the governor's policies run every control period, as in the demo.
@@ -93,6 +93,17 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     calib = calibration_videos(record, calibrate_on)
     if not calib:
         raise ValueError(f"the demo record has no completed video to calibrate on ({calibrate_on})")
+    # A worker's first video includes its warm-up (first-call allocations): left out of the fit, and its extra time
+    # counted as part of the worker's start-up instead.
+    warmup_extra_s = 0.0
+    firsts = {}
+    for v in sorted(calib, key=lambda v: v["started_s"]):
+        firsts.setdefault(v["device_id"], v)
+    rest = [v for v in calib if v is not firsts.get(v["device_id"])]
+    if rest:
+        typical = float(np.median([full_speed_s(record, v) / _work(v) for v in rest]))
+        warmup_extra_s = max(max(full_speed_s(record, v) - typical * _work(v) for v in firsts.values()), 0.0)
+        calib = rest
     # Energy per second of occupancy, so predicted joules follow predicted occupancy.
     with_joules = [v for v in calib if v["joules"] is not None]
     power_w = sum(v["joules"] for v in with_joules) / sum(occupancy_s(v) for v in with_joules) if with_joules else 5.6
@@ -119,6 +130,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
         v["started_s"] for v in record["videos"] if v["device_id"] in serving_ids and v["started_s"] is not None
     ]
     worker_start_s = max(min(first_claims), 0.0) if first_claims else 0.0
+    worker_start_s += warmup_extra_s
     scenario = parse_scenario(
         {
             "name": "demo-replay",
@@ -158,7 +170,9 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     started = np.isfinite(result.start_s)
     latency = (result.end_s - result.arrival_s)[started]
     levels = result.level[started]
-    joules_pred = sim.base_j[0, 0] * sim.level_factor[0, levels]
+    # The demo's joules are the meter's over each video's window, and its window follows the time the video holds its
+    # device (longer under a power limit), so: joules per second of occupancy (calibrated) x predicted occupancy.
+    joules_pred = power_w * (result.end_s - result.start_s)[started]
     sim_job = result.jobs[0]
     governed_pred = None
     if sim_job.finished_s is not None and sim_job.started_s is not None:
