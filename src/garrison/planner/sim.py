@@ -789,15 +789,3 @@ def site_arrivals(scenario: Scenario, seed_offset: int = 0) -> list[tuple[np.nda
         )
         out.append((times, request_kinds(len(times), [r.weight for r in scenario.requests], rng)))
     return out
-
-
-def replace_demand(scenario: Scenario, users: float) -> Scenario:
-    """The same scenario with `users` users."""
-    return scenario.model_copy(update={"demand": replace_model(scenario.demand, users=users)})
-
-
-def replace_model(model: Any, **changes: Any) -> Any:
-    return model.model_copy(update=changes)
-
-
-__all__ = ["SiteSimulator", "SiteResult", "site_arrivals", "chip_power", "replace"]
