@@ -1,5 +1,6 @@
-"""Fixtures for the server's tests: a real SQLite store in the test's folder, the app over it (in process, through
-Starlette's TestClient), and a real server process on a loopback port."""
+"""Fixtures for the server's tests: the app (in process, through Starlette's TestClient) over the `store` fixture of
+tests/conftest.py (a real SQLite file and a real PostgreSQL schema: every test runs on both backends), and a real
+server process on a loopback port."""
 
 from __future__ import annotations
 
@@ -15,19 +16,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from garrison.server.app import create_app
-from garrison.store import open_store
-
-
-@pytest.fixture
-def store_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'garrison.db'}"
-
-
-@pytest.fixture
-def store(store_url):
-    db = open_store(store_url)
-    yield db
-    db.close()
 
 
 @pytest.fixture

@@ -18,6 +18,13 @@ PROMPT = "a red circle moving right on a black background"
 
 
 @pytest.fixture
+def store_url(tmp_path):
+    # The SDK path on SQLite only: the routes' store calls run on both backends in test_videos and test_ops, and
+    # two generating workers a backend would double the slowest test of the suite.
+    return f"sqlite:///{tmp_path / 'garrison.db'}"
+
+
+@pytest.fixture
 def sdk(live_server, api_key):
     return openai.OpenAI(base_url=f"{live_server}/v1", api_key=api_key, max_retries=0, timeout=60)
 
