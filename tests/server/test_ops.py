@@ -42,13 +42,13 @@ def test_fleet_says_offline_until_the_governor_reports(client, auth, store):
         "reason": "the governor has not reported",
     }
     assert fleet["devices"] == [] and fleet["power"]["power_w"] is None
-    store.record_sample(time.time(), 180.0, 250.0, {"serving": 1, "training": 1}, 3, "open", {})
-    store.set_setting("gate.state", "closed")
+    store.record_sample(time.time(), 180.0, 250.0, {"serving": 1, "training": 1}, 3, "online", {})
+    store.set_setting("gate.state", "degraded")
     store.set_setting("gate.reason", "SLO attainment 0.80 under 0.95")
     store.set_setting("fleet.devices", [{"id": "core:0", "assignment": "serving", "healthy": True}])
     store.record_decision(7, "set_quality", "serving", "power over cap", {"power_w": 260})
     fleet = client.get("/v1/fleet", headers=auth).json()
-    assert fleet["governor"] == "reporting" and fleet["gate"]["state"] == "closed" and "SLO" in fleet["gate"]["reason"]
+    assert fleet["governor"] == "reporting" and fleet["gate"]["state"] == "degraded" and "SLO" in fleet["gate"]["reason"]
     assert fleet["power"]["power_w"] == 180.0 and fleet["power"]["headroom_w"] == 70.0
     assert fleet["devices"][0]["id"] == "core:0" and fleet["decisions"][0]["action"] == "set_quality"
     assert fleet["serving"]["allocation"] == {"serving": 1, "training": 1}
@@ -63,11 +63,11 @@ def test_metrics_expose_queue_latency_power_and_gate(client, auth, store):
     assert 'garrison_http_request_duration_seconds_count{method="POST",route="/v1/videos",status="200"} 1.0' in text
     assert 'route="/v1/videos/{video_id}",status="404"' in text  # by template: ids never become labels
     assert "garrison_fleet_power_watts" not in text  # no governor sample: absent, not zero
-    store.record_sample(time.time(), 180.0, 250.0, {}, 0, "open", {})
-    store.set_setting("gate.state", "open")
+    store.record_sample(time.time(), 180.0, 250.0, {}, 0, "online", {})
+    store.set_setting("gate.state", "online")
     text = client.get("/metrics").text
     assert "garrison_fleet_power_watts 180.0" in text and "garrison_fleet_power_cap_watts 250.0" in text
-    assert 'garrison_gate_state{state="open"} 1.0' in text and "garrison_governor_reporting 1.0" in text
+    assert 'garrison_gate_state{state="online"} 1.0' in text and "garrison_governor_reporting 1.0" in text
 
 
 def test_jobs_admin_only_submit_list_cancel(client, auth, admin, store):

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 # Non-generating endpoints answer in milliseconds; buckets reach 10 s for uploads to /v1/verify.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-GATE_STATES = ("open", "closed", "offline")
+GATE_STATES = ("online", "degraded", "offline")  # governor.gate's verdicts
 GOVERNOR_STALE_S = 30.0  # a governor silent this long is shown as stale
 
 

@@ -234,7 +234,7 @@ class JobList(BaseModel):
 
 
 class Gate(BaseModel):
-    state: str = Field(description="open | closed | offline (no governor has reported)")
+    state: str = Field(description="online | degraded | offline (offline too when no governor has reported)")
     reason: str
 
 
