@@ -27,7 +27,7 @@ from garrison.core.fleet import QUALITY_LADDER, JobStatus, VideoStatus
 from garrison.core.types import Device
 from garrison.energy.power import DevicePowerSampler, PowerSample
 from garrison.governor import policy
-from garrison.governor.executors.base import Executor
+from garrison.governor.executors.base import Executor, ExecutorView
 from garrison.governor.state import (
     Action,
     Alert,
@@ -113,7 +113,7 @@ class GovernorRuntime:
         self.last_sample: PowerSample | None = None
         self.last_decision: Decision | None = None
         self._lost: dict[str, float] = {}  # device id -> until when it is left alone after being marked lost
-        config.validate([self._device_state(d, {}, math.nan) for d in devices])
+        config.validate(list(self._device_states({}, {})))
 
     # --- restart --------------------------------------------------------------------------------------------------
 
@@ -155,9 +155,23 @@ class GovernorRuntime:
             return self.cpu_limiter.info(device)
         return power_limit_info(device)
 
-    def _device_state(self, device: Device, in_flight: dict[str, list[InFlight]], power_w: float) -> DeviceState:
+    def _device_states(self, in_flight: dict[str, list[InFlight]], power_w: dict[str, float]) -> tuple[DeviceState, ...]:
+        """Every device's state, from one look at the executor and the store's pending reclaims."""
         view = self.executor.view()
         reclaims = self.store.get_setting("governor.reclaims", {}) or {}
+        return tuple(
+            self._device_state(d, in_flight, power_w.get(d.id, math.nan), view, reclaims)
+            for d in self.devices.values()
+        )
+
+    def _device_state(
+        self,
+        device: Device,
+        in_flight: dict[str, list[InFlight]],
+        power_w: float,
+        view: ExecutorView,
+        reclaims: dict[str, Any],
+    ) -> DeviceState:
         assignment, job_id, deadline = "idle", None, None
         for jid, held in view.training.items():
             if device.id in held:
@@ -239,10 +253,7 @@ class GovernorRuntime:
             if v.device_id:
                 expected = v.estimated_device_s or 0.0
                 in_flight.setdefault(v.device_id, []).append(InFlight(v.id, (v.progress or 0) / 100, expected))
-        devices = tuple(
-            self._device_state(d, in_flight, sample.power_w_by_device.get(d.id, math.nan))
-            for d in self.devices.values()
-        )
+        devices = self._device_states(in_flight, sample.power_w_by_device)
         jobs = tuple(
             TrainingJobState(
                 id=j.id,
