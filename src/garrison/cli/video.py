@@ -205,6 +205,9 @@ def register(app: typer.Typer) -> None:
         batch_tokens: int = typer.Option(None, help="Tokens per batch (default: the shipped recipe)."),
         lr: float = typer.Option(None, help="Peak learning rate (default: the shipped recipe)."),
         seed: int = typer.Option(0, help="Seed of the data stream and the initial weights."),
+        max_minutes: float = typer.Option(
+            None, help="Stop (and checkpoint) once training has taken this long; resume later to go on."
+        ),
         eval_limit: int = typer.Option(48, help="Prompts per set for the final faithfulness evaluation."),
         export: Path = typer.Option(None, help="Also copy weights, config and model card to this folder."),
         threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
@@ -227,6 +230,10 @@ def register(app: typer.Typer) -> None:
             cfg.lr = lr
         if cfg.steps < 1 or cfg.batch_tokens < 1 or cfg.lr <= 0:
             fail("steps, batch-tokens and lr must be positive")
+        if max_minutes is not None:
+            if max_minutes <= 0:
+                fail("max-minutes must be positive")
+            cfg.max_wall_s = max_minutes * 60
         if eval_limit < 0:
             fail("eval-limit must be >= 0 (0 skips the final evaluation)")
         metrics_file = None

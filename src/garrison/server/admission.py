@@ -78,7 +78,7 @@ def estimate_flops(prompt: str, seconds: int, size: str, steps: int, guidance: f
     rung = QUALITY_LADDER[level]
     width, height = (int(x) for x in size.split("x"))
     spec = VideoSpec(prompt, seconds, width, height, rung.steps_for(steps), guidance, 0, native_scale=rung.native_scale)
-    (w, h), _ = render_size(spec)
+    (w, h), _ = render_size(spec, cfg.patch_hw)
     frames = seconds * load_world().fps
     grid = (frames // cfg.patch_t, h // cfg.patch_hw, w // cfg.patch_hw)
     tokenizer = _tokenizer()

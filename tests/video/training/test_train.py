@@ -58,3 +58,15 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(tiny_config(tmp_path, 4), resume=True)
     with pytest.raises(CheckpointError, match="missing"):
         load_model(tmp_path / "nowhere")
+
+
+def test_a_wall_time_budget_stops_with_a_checkpoint_and_a_resume_goes_on(tmp_path):
+    cfg = tiny_config(tmp_path, 50)
+    cfg.max_wall_s = 1e-9  # spent after the first step
+    summary = train(cfg, resume=False)
+    assert summary["steps"] == 1
+    _, config = load_model(tmp_path)
+    assert config["trained_steps"] == 1  # the step it stopped at was saved, not only the last periodic checkpoint
+    cfg.max_wall_s = None
+    cfg.steps = 3
+    assert train(cfg, resume=True)["steps"] == 3

@@ -44,12 +44,14 @@ class Batch:
     aspect: str
 
 
-def tokens_per_clip(seconds: int, width: int, height: int, patch_t: int = 4, patch_hw: int = 8) -> int:
+def tokens_per_clip(seconds: int, width: int, height: int, patch_t: int = 4, patch_hw: int = 16) -> int:
     return (seconds * load_world().fps // patch_t) * (height // patch_hw) * (width // patch_hw)
 
 
-def stream_plans(seed: int, batch_tokens: int, max_batch: int = 32) -> Iterator[BatchPlan]:
-    """Batch plans forever; deterministic for a given seed."""
+def stream_plans(
+    seed: int, batch_tokens: int, max_batch: int = 32, patch_t: int = 4, patch_hw: int = 16
+) -> Iterator[BatchPlan]:
+    """Batch plans forever; deterministic for a given seed. The patch sizes turn the token budget into clips."""
     rng = random.Random(seed)
     durations = list(DURATION_WEIGHTS)
     weights = [DURATION_WEIGHTS[d] for d in durations]
@@ -58,7 +60,7 @@ def stream_plans(seed: int, batch_tokens: int, max_batch: int = 32) -> Iterator[
         seconds = rng.choices(durations, weights)[0]
         aspect = rng.choice(list(ASPECTS))
         width, height = ASPECTS[aspect]
-        n = max(1, min(max_batch, batch_tokens // tokens_per_clip(seconds, width, height)))
+        n = max(1, min(max_batch, batch_tokens // tokens_per_clip(seconds, width, height, patch_t, patch_hw)))
         params = [sample_params(rng, seconds, width, height) for _ in range(n)]
         yield BatchPlan(params, [training_caption(p, rng) for p in params], seconds, aspect)
 

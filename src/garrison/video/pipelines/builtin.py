@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from garrison.video.models.dit import SpacetimeDiT
 from garrison.video.models.text_encoder import TextEncoder, shared_text_encoder
 from garrison.video.pipelines.flops import generation_flops
 from garrison.video.sampling.flow_euler import FlowMatchEulerSampler
-from garrison.video.training.checkpoint import load_model, shipped_checkpoint_dir
+from garrison.video.training.checkpoint import load_config, load_model, shipped_checkpoint_dir
 
 MODEL_NAME = "garrison-builtin-dit"
 SCALED_SIZES: dict[str, str] = {  # OpenAI video API size -> the native aspect it is rendered at
@@ -54,16 +55,23 @@ def resolve_size(width: int, height: int) -> tuple[tuple[int, int], bool]:
     raise InvalidSpecError(f"size {size} is not supported; use one of {', '.join(supported_sizes())}")
 
 
-def render_size(spec: VideoSpec) -> tuple[tuple[int, int], bool]:
+@lru_cache(maxsize=1)
+def shipped_patch_px() -> int:
+    """The spatial patch of the shipped checkpoint, read from its config (no weights loaded)."""
+    return int(load_config(shipped_checkpoint_dir())["model"]["patch_hw"])
+
+
+def render_size(spec: VideoSpec, patch_px: int | None = None) -> tuple[tuple[int, int], bool]:
     """(width, height) the model renders `spec` at, and whether the output is scaled from it.
 
     A `native_scale` below 1 (the quality ladder's cheapest rungs) shrinks the native size to a multiple of the
-    model's spatial patch (8 px), never below one patch, and scales the result up to the asked size.
+    model's spatial patch (`patch_px`, default: the shipped checkpoint's), never below one patch, and scales the
+    result up to the asked size.
     """
     (w, h), scaled = resolve_size(spec.width, spec.height)
     if spec.native_scale >= 1.0:
         return (w, h), scaled
-    patch = 8
+    patch = patch_px or shipped_patch_px()
     w_s = max(patch, int(round(w * spec.native_scale / patch)) * patch)
     h_s = max(patch, int(round(h * spec.native_scale / patch)) * patch)
     return (w_s, h_s), scaled or (w_s, h_s) != (w, h)
@@ -118,7 +126,7 @@ class BuiltinPipeline:
 
     def estimate_flops(self, spec: VideoSpec) -> int:
         """Analytic FLOPs of `spec` without running it (the governor's admission uses this)."""
-        (w, h), _ = render_size(spec)
+        (w, h), _ = render_size(spec, self.model.cfg.patch_hw)
         grid = self.model.grid(spec.seconds * self.fps, h, w)
         guided = spec.guidance != 1.0
         prompt_tokens = self.text_encoder.token_count(spec.prompt)
@@ -129,7 +137,7 @@ class BuiltinPipeline:
     def __call__(self, spec: VideoSpec, progress: ProgressFn | None = None) -> Generation:
         check_spec(spec)
         start = time.perf_counter()
-        (native_w, native_h), scaled = render_size(spec)
+        (native_w, native_h), scaled = render_size(spec, self.model.cfg.patch_hw)
         frames = spec.seconds * self.fps
         guided = spec.guidance != 1.0  # guidance 1 is the conditional model alone: skip the uncond half
 

@@ -51,7 +51,7 @@ def run_faithfulness(
 
 def clips_seen(cfg: TrainConfig, steps: int) -> int:
     """Clips the run trained on, replayed from the deterministic data stream (plans only, nothing rendered)."""
-    plans = stream_plans(cfg.seed, cfg.batch_tokens)
+    plans = stream_plans(cfg.seed, cfg.batch_tokens, cfg.max_batch, cfg.model.patch_t, cfg.model.patch_hw)
     return sum(len(next(plans).params) for _ in range(steps))
 
 
@@ -89,7 +89,8 @@ def finish_run(
             "prompts_per_set": eval_limit,
             **{k: v for k, v in faithfulness.items() if k != "failures"},
         },
-        "reproduce": f"garrison train --steps {summary['steps']} --seed {cfg.seed} --out {cfg.out_dir}",
+        "reproduce": f"garrison train --steps {summary['steps']} --seed {cfg.seed} --out {cfg.out_dir}"
+        + (f" --threads {threads}" if (threads := summary.get("threads")) else ""),
     }
     (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
     (out / CARD_MD).write_text(render_markdown(card))
@@ -108,9 +109,11 @@ def render_markdown(card: dict[str, Any]) -> str:
         for name, s in f["sets"].items()
     )
     r = card["recipe"]
+    m = r["model"]
+    patch = f"{m['patch_t']} frames x {m['patch_hw']} x {m['patch_hw']} px"
     return f"""# Model card: {card["model"]}
 
-A {card["parameters"] / 1e6:.1f} M-parameter diffusion transformer over spacetime patches (4 frames x 8 x 8 px),
+A {card["parameters"] / 1e6:.1f} M-parameter diffusion transformer over spacetime patches ({patch}),
 in pixel space, conditioned on all-MiniLM-L6-v2 token states, trained with rectified flow (x-prediction,
 velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s clips at 8 fps in
 64x64, 112x64 and 64x112.
@@ -118,7 +121,7 @@ velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s 
 ## Training
 - Steps: {card["steps"]}, wall time {card["wall_s"] / 60:.1f} min on {card["machine"]} ({card["date"]}).
 - Data: {card["data"]["source"]}. Durations weighted {card["data"]["durations_s_weights"]}, aspects uniform,
-  {card["data"]["batch_tokens"]} tokens per batch. Captions: {card["data"]["captions"]}.
+  {card["data"]["batch_tokens"]} tokens (at most {r["max_batch"]} clips) per batch. Captions: {card["data"]["captions"]}.
 - Recipe: AdamW lr {r["lr"]} (warm-up {r["warmup_steps"]} steps, then constant), EMA {r["ema_decay"]},
   noise shift {r["noise_shift"]}, bf16 autocast {r["bf16"]}, seed {r["seed"]}. Final training loss
   {card["final_loss"]:.4f}.

@@ -31,7 +31,8 @@ class TrainConfig:
 
     out_dir: str = "runs/builtin"
     steps: int = 3000
-    batch_tokens: int = 4096  # 16 two-second square clips, or one twelve-second landscape clip
+    batch_tokens: int = 2048  # 32 two-second square clips, or three twelve-second landscape clips
+    max_batch: int = 32  # clips a batch holds at most, however short they are
     lr: float = 5e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01
@@ -46,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True
     eval_prompts_per_set: int = 64
+    max_wall_s: float | None = None  # stop (and checkpoint) once the run's training wall time reaches this
     model: DiTConfig = field(default_factory=DiTConfig)
 
 
@@ -117,10 +119,9 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
         torch.set_rng_state(state["torch_rng"])
 
     text_encoder = TextEncoder(device)
-    plans = stream_plans(cfg.seed, cfg.batch_tokens)
+    plans = stream_plans(cfg.seed, cfg.batch_tokens, cfg.max_batch, cfg.model.patch_t, cfg.model.patch_hw)
     for _ in range(step):  # replay the data stream to where the run stopped, without rendering
         next(plans)
-    caption_rng = random.Random(cfg.seed + 1 + step)
 
     def save(step_now: int) -> None:
         save_train_state(
@@ -145,6 +146,8 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     loss_acc, n_acc = 0.0, 0
     while step < cfg.steps:
         batch = render_batch(next(plans))
+        # CFG dropout drawn from a per-step seed, so a resumed run drops exactly the captions a straight one would
+        caption_rng = random.Random(cfg.seed * 1_000_003 + step)
         captions = ["" if caption_rng.random() < cfg.cfg_dropout else c for c in batch.captions]
         text_states, text_mask = text_encoder.encode(captions)
         x0 = frames_to_tensor(batch.frames, device)
@@ -176,8 +179,11 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
             loss_acc, n_acc = 0.0, 0
             with (out / "train_log.jsonl").open("a") as f:
                 f.write(json.dumps(log[-1]) + "\n")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        out_of_time = cfg.max_wall_s is not None and wall_s >= cfg.max_wall_s
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             save(step)
+        if out_of_time:
+            break
     if step == 0:
         save(0)
     return {
@@ -186,6 +192,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
         "wall_s": wall_s,
         "device": str(device),
         "machine": machine_description(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "log": log,
     }
 
