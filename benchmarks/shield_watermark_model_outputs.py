@@ -44,9 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.clips):
             w, h, seconds = SIZES[i % len(SIZES)]
-            prompt = (
-                f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)} on {rng.choice(BACKGROUNDS)}"
-            )
+            prompt = f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)} on {rng.choice(BACKGROUNDS)}"
             frames = pipeline(VideoSpec(prompt, seconds=seconds, width=w, height=h, seed=i)).clip.frames
             payload = int(rng.integers(0, 2**63))
             for name, iterations in (("plain", 0), ("informed", 3)):
@@ -56,7 +54,11 @@ def main() -> None:
                 write_mp4(Clip(marked, pipeline.fps), path)
                 r = wm.detect(read_mp4(path).frames, KEY)
                 results[name].append((bool(r.detected and r.payload == payload), r.bit_accuracy))
-    out = {"benchmark": "shield_watermark_model_outputs", "clips": args.clips, "machine": f"{cpu_model_name()}, {os.cpu_count()} logical CPUs"}
+    out = {
+        "benchmark": "shield_watermark_model_outputs",
+        "clips": args.clips,
+        "machine": f"{cpu_model_name()}, {os.cpu_count()} logical CPUs",
+    }
     for name in results:
         out[name] = {
             "recovered": round(float(np.mean([ok for ok, _ in results[name]])), 3),

@@ -21,8 +21,22 @@ def test_generate_writes_an_mp4_and_reports_the_contract_fields(tmp_path):
     result = run("generate", PROMPT, "--steps", "3", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    for field in ("path", "seconds", "flops", "model", "duration_s", "size", "native_size", "seed", "steps", "joules",
-                  "energy_source", "cost_usd", "co2_g", "efficiency_vs_limit"):
+    for field in (
+        "path",
+        "seconds",
+        "flops",
+        "model",
+        "duration_s",
+        "size",
+        "native_size",
+        "seed",
+        "steps",
+        "joules",
+        "energy_source",
+        "cost_usd",
+        "co2_g",
+        "efficiency_vs_limit",
+    ):
         assert field in record, field
     clip = read_mp4(out)
     assert clip.frames.shape == (16, 64, 64, 3) and clip.fps == 8

@@ -48,7 +48,9 @@ def test_fleet_says_offline_until_the_governor_reports(client, auth, store):
     store.set_setting("fleet.devices", [{"id": "core:0", "assignment": "serving", "healthy": True}])
     store.record_decision(7, "set_quality", "serving", "power over cap", {"power_w": 260})
     fleet = client.get("/v1/fleet", headers=auth).json()
-    assert fleet["governor"] == "reporting" and fleet["gate"]["state"] == "degraded" and "SLO" in fleet["gate"]["reason"]
+    assert (
+        fleet["governor"] == "reporting" and fleet["gate"]["state"] == "degraded" and "SLO" in fleet["gate"]["reason"]
+    )
     assert fleet["power"]["power_w"] == 180.0 and fleet["power"]["headroom_w"] == 70.0
     assert fleet["devices"][0]["id"] == "core:0" and fleet["decisions"][0]["action"] == "set_quality"
     assert fleet["serving"]["allocation"] == {"serving": 1, "training": 1}

@@ -84,9 +84,7 @@ def register(app: typer.Typer) -> None:
         api = create_app(store, cors_origins=cors_origin or None)
         content_dir = Path(api.state.content_dir)
         limiter = CpuSlotLimiter(cpu_power, owner=f"up-{port}") if discovery.backend == "cpu" else None
-        executor = LocalExecutor(
-            devices, store, url, content_dir, content_dir.parent / "run", cpu_limiter=limiter
-        )
+        executor = LocalExecutor(devices, store, url, content_dir, content_dir.parent / "run", cpu_limiter=limiter)
         try:
             runtime = GovernorRuntime(
                 store, executor, config, home, DevicePowerSampler(devices, cpu_power), models, cpu_limiter=limiter
@@ -98,7 +96,12 @@ def register(app: typer.Typer) -> None:
         governor = threading.Thread(target=runtime.run, args=(stop,), name="governor", daemon=True)
 
         base = f"http://{host}:{port}"
-        urls = {"api": f"{base}/v1", "dashboard": f"{base}/dashboard", "metrics": f"{base}/metrics", "docs": f"{base}/docs"}
+        urls = {
+            "api": f"{base}/v1",
+            "dashboard": f"{base}/dashboard",
+            "metrics": f"{base}/metrics",
+            "docs": f"{base}/docs",
+        }
         info = {**urls, "store": url, "devices": [d.id for d in devices], "pools": home, "power_cap_w": cap_w}
         if admin_key:
             info["admin_api_key"] = admin_key

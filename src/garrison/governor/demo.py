@@ -303,7 +303,9 @@ def summarise(
         "training_steps_per_s_alone": alone_steps_per_s,
         "training_steps_per_s_governed": governed_steps_per_s,
         "lent_capacity_used_fraction": round(lent_used / lent_total, 4) if lent_total else None,
-        "lent_capacity_used_fraction_of_allowed": round(min(lent_used / lent_allowed, 1.0), 4) if lent_allowed else None,
+        "lent_capacity_used_fraction_of_allowed": round(min(lent_used / lent_allowed, 1.0), 4)
+        if lent_allowed
+        else None,
         "lent_device_periods": lent_total,
         "power_over_cap_fraction": round(len(over) / len(samples), 4) if samples else None,
         "max_overshoot_fraction": round(max(overshoot, 0.0), 4),
@@ -347,9 +349,22 @@ def run_naive(cfg: DemoConfig) -> dict[str, Any]:
     submit_burst(store, tenant.id, cfg, cfg.first_burst + cfg.second_burst, 0)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "garrison.governor.executors.serving_worker", "--store", store_url,
-             "--worker-id", f"naive-{i}", "--device", d.id, "--content-dir", str(out / "content")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "garrison.governor.executors.serving_worker",
+                "--store",
+                store_url,
+                "--worker-id",
+                f"naive-{i}",
+                "--device",
+                d.id,
+                "--content-dir",
+                str(out / "content"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )  # fmt: skip
         for i, d in enumerate(devices)
     ]

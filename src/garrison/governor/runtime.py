@@ -155,13 +155,14 @@ class GovernorRuntime:
             return self.cpu_limiter.info(device)
         return power_limit_info(device)
 
-    def _device_states(self, in_flight: dict[str, list[InFlight]], power_w: dict[str, float]) -> tuple[DeviceState, ...]:
+    def _device_states(
+        self, in_flight: dict[str, list[InFlight]], power_w: dict[str, float]
+    ) -> tuple[DeviceState, ...]:
         """Every device's state, from one look at the executor and the store's pending reclaims."""
         view = self.executor.view()
         reclaims = self.store.get_setting("governor.reclaims", {}) or {}
         return tuple(
-            self._device_state(d, in_flight, power_w.get(d.id, math.nan), view, reclaims)
-            for d in self.devices.values()
+            self._device_state(d, in_flight, power_w.get(d.id, math.nan), view, reclaims) for d in self.devices.values()
         )
 
     def _device_state(

@@ -11,7 +11,11 @@ def test_patchify_round_trips():
     model = SpacetimeDiT(SMALL)
     x = torch.randn(2, 3, 16, 64, 112)
     tokens = model.patchify(x)
-    assert tokens.shape == (2, (16 // SMALL.patch_t) * (64 // SMALL.patch_hw) * (112 // SMALL.patch_hw), SMALL.patch_dim)
+    assert tokens.shape == (
+        2,
+        (16 // SMALL.patch_t) * (64 // SMALL.patch_hw) * (112 // SMALL.patch_hw),
+        SMALL.patch_dim,
+    )
     assert torch.equal(model.unpatchify(tokens, model.grid(16, 64, 112)), x)
 
 
