@@ -7,8 +7,8 @@
   `public/data/tasks/text-to-video.json`), one GPU per video. Batch latency is fitted as `overhead_s + per_video_s *
   batch` by least squares per (model, chip); those runs show batching buys no throughput (latency grows linearly),
   so a batch of b takes b times one video. Energy is the runs' mean joules per video; power their mean watts.
-- garrison's built-in model on a CPU core slot (`cpu-core`): docs/measurements.md (0.55 s for a 2 s 64x64 clip,
-  2.63 s for a 4 s 112x64 clip, 12 steps, two threads), or a `garrison demo` run's measured videos
+- garrison's built-in model on a CPU core slot (`cpu-core`): docs/measurements.md (0.30 s for a 2 s 64x64 clip,
+  0.68 s for a 4 s 112x64 clip, 12 steps, two threads), or a `garrison demo` run's measured videos
   (`calibrate_builtin`), which supersede them.
 
 Interpolation off the measured points: time and energy scale linearly in denoising steps and in pixels x frames
@@ -154,11 +154,11 @@ def load_mlenergy(path: Path | None = None) -> tuple[MeasuredPoint, ...]:
     return tuple(points)
 
 
-# docs/measurements.md, "The built-in model (CPU)": 2 s 64x64 in 0.55 s, 4 s 112x64 in 2.63 s, 12 steps, 2 threads.
+# docs/measurements.md, "The built-in model (CPU)": 2 s 64x64 in 0.30 s, 4 s 112x64 in 0.68 s, 12 steps, 2 threads.
 # One core slot has one of the two threads, so a slot takes twice as long (calibrate_builtin replaces this with a
 # demo run's own measurements). Power: the estimate meter's 5.6 W active per core (CpuPowerModel).
 BUILTIN_FPS = 8.0
-_BUILTIN_POINTS = ((2 * 8 * 64 * 64 * 12, 0.55 * 2), (4 * 8 * 112 * 64 * 12, 2.63 * 2))
+_BUILTIN_POINTS = ((2 * 8 * 64 * 64 * 12, 0.30 * 2), (4 * 8 * 112 * 64 * 12, 0.68 * 2))
 BUILTIN_ACTIVE_W_PER_CORE = 5.6
 BUILTIN_IDLE_W_PER_CORE = 1.7
 
@@ -185,8 +185,8 @@ def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source:
 
 
 def builtin_from_docs() -> MeasuredPoint:
-    """The 2 s 64x64 clip as the reference; the linear scaling then predicts the 4 s 112x64 clip at 3.85 s against
-    the measured 5.26 s (27% under: attention grows faster than the token count)."""
+    """The 2 s 64x64 clip as the reference; the linear scaling then predicts the 4 s 112x64 clip at 2.10 s against
+    the measured 1.36 s (54% over: a short clip's fixed costs, text encoding and per-step overhead, scale with it)."""
     (w1, s1), _ = _BUILTIN_POINTS
     return _builtin_point(s1 / w1, 0.0, BUILTIN_ACTIVE_W_PER_CORE, "docs/measurements.md (built-in model, CPU)")
 

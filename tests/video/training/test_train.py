@@ -70,3 +70,24 @@ def test_a_wall_time_budget_stops_with_a_checkpoint_and_a_resume_goes_on(tmp_pat
     cfg.max_wall_s = None
     cfg.steps = 3
     assert train(cfg, resume=True)["steps"] == 3
+
+
+def test_the_velocity_clamp_rises_from_the_late_step_on():
+    from garrison.video.training.train import velocity_clamp
+
+    cfg = TrainConfig(min_t_for_velocity=0.05, min_t_for_velocity_late=0.5, late_from_step=10)
+    assert velocity_clamp(cfg, 9) == 0.05 and velocity_clamp(cfg, 10) == 0.5
+    cfg.min_t_for_velocity_late = None
+    assert velocity_clamp(cfg, 10_000) == 0.05
+
+
+def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    from garrison.video.training.train import learning_rate
+
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup_steps=10, cooldown_steps=100)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 500) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 950) == pytest.approx(0.5e-3)
+    assert learning_rate(cfg, 999) == pytest.approx(1e-5)
+    short = TrainConfig(steps=30, lr=1e-3, warmup_steps=1, cooldown_steps=100)
+    assert learning_rate(short, 29) == pytest.approx(1e-3)  # too short for a cool-down

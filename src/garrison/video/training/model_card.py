@@ -101,6 +101,11 @@ def finish_run(
     return card
 
 
+def late_clamp(recipe: dict[str, Any]) -> str:
+    late = recipe.get("min_t_for_velocity_late")
+    return "" if late is None else f" (at {late} from step {recipe['late_from_step']} on)"
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     f = card["faithfulness"]
     rows = "\n".join(
@@ -122,8 +127,10 @@ velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s 
 - Steps: {card["steps"]}, wall time {card["wall_s"] / 60:.1f} min on {card["machine"]} ({card["date"]}).
 - Data: {card["data"]["source"]}. Durations weighted {card["data"]["durations_s_weights"]}, aspects uniform,
   {card["data"]["batch_tokens"]} tokens (at most {r["max_batch"]} clips) per batch. Captions: {card["data"]["captions"]}.
-- Recipe: AdamW lr {r["lr"]} (warm-up {r["warmup_steps"]} steps, then constant), EMA {r["ema_decay"]},
-  noise shift {r["noise_shift"]}, bf16 autocast {r["bf16"]}, seed {r["seed"]}. Final training loss
+- Recipe: AdamW lr {r["lr"]} (warm-up {r["warmup_steps"]} steps, constant, then a linear cool-down to 0 over the
+  last {r.get("cooldown_steps", 0)} steps), EMA {r["ema_decay"]},
+  noise shift {r["noise_shift"]}, velocity loss with t clamped at {r["min_t_for_velocity"]}{late_clamp(r)},
+  bf16 autocast {r["bf16"]}, seed {r["seed"]}. Final training loss
   {card["final_loss"]:.4f}.
 - Reproduce: `{card["reproduce"]}`.
 
