@@ -140,7 +140,10 @@ def test_cost_estimate_comes_from_measured_videos(client, auth, store):
     assert first["garrison"]["estimated"] == {"device_s": None, "joules": None}  # nothing measured yet
     tenant = store.authenticate(auth["Authorization"].split()[1])
     store.delete_video(first["id"], tenant.id)
-    complete_one(store, tenant.id)
+    from garrison.server.admission import estimate_flops
+
+    # the measured video: 4 s 112x64 in 2 s and 20 J, with the shipped model's own FLOPs for it
+    complete_one(store, tenant.id, flops=estimate_flops(PROMPT, 4, "112x64", 12, 4.0, 0))
     app_client = TestClient(create_app(store, content_dir=client.app.state.content_dir), raise_server_exceptions=False)
     est = app_client.post("/v1/videos", headers=auth, json={"prompt": PROMPT, "seconds": "8"}).json()["garrison"]
     assert est["estimated"]["device_s"] > 2.0 and est["estimated"]["joules"] > 20.0  # twice the clip, more work

@@ -13,8 +13,10 @@ import time
 import pytest
 
 from garrison.core.fleet import VideoStatus
+from garrison.core.types import VideoSpec
 from garrison.governor.executors.serving_worker import ServingWorker, content_path, run_worker, rung
 from garrison.store import open_store
+from garrison.video.pipelines.builtin import render_size
 
 PROMPT = "a red circle moving right on a black background"
 
@@ -77,7 +79,9 @@ def test_completes_at_the_quality_level_the_governor_set(store, store_url, tenan
     assert run_worker(store_url, "w1", "cpu:0", content_dir, max_videos=1, poll_s=0.05) == 1
     video = store.get_video(vid)
     assert video.status == VideoStatus.COMPLETED and video.progress == 100 and video.attempts == 1
-    assert video.quality_level == 5 and video.steps_used == 4 and video.native_size == "56x32" and video.scaled
+    half = render_size(VideoSpec("x", width=112, height=64, native_scale=0.5))[0]  # whole patches of the shipped model
+    assert video.quality_level == 5 and video.steps_used == 4 and video.native_size == f"{half[0]}x{half[1]}"
+    assert video.scaled and half[0] < 112
     assert video.joules > 0 and video.energy_source in ("nvml", "rapl", "estimate") and video.flops > 0
     assert video.provenance["c2pa"] == "signed" and video.provenance["request_id"] == vid
     assert video.path == str(content_path(content_dir, vid)) and video.device_id == "cpu:0"
