@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from _processes import free_port  # noqa: I001
 from garrison.store import open_store
 
 PROMPTS = [
@@ -34,12 +34,6 @@ PROMPTS = [
     "a blue square moving up on a white background",
     "a green triangle rotating on a gray background",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_up(home: Path, port: int, log: Path) -> tuple[subprocess.Popen[str], dict]:

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from _processes import free_port, stop  # noqa: I001
+
 MAX_IN_FLIGHT = 64
 PROMPTS = [
     "a red circle moving right on a black background",
@@ -39,21 +40,6 @@ PROMPTS = [
     "a green triangle drifting up over a white background",
     "a blue star moving down on a gray background",
 ]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import time
@@ -36,7 +37,10 @@ def test_v1_limit_writes_the_quota_that_caps_utilisation(tmp_path):
 def test_a_real_cgroup_limit_slows_a_busy_process():
     limiter = CpuSlotLimiter(MODEL, owner=f"test-{time.time_ns()}")
     if not limiter.available:
-        pytest.skip(f"this machine has no writable CPU cgroup: {limiter.reason}")
+        message = f"this machine has no writable CPU cgroup: {limiter.reason}"
+        if os.environ.get("CI"):  # CI runs as root on a machine of the project's kind, which has one
+            pytest.fail(message)
+        pytest.skip(message)
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         limiter.attach(CORE, spin.pid)

@@ -7,7 +7,7 @@ Design (the why, briefly):
   a 2-core CPU possible: the first recipe (8 x 8 px patches, 4x the tokens) learned background and colour but
   drew fragments after 3,000 steps; with 16 px patches the same compute sees 4x the clips. A rank-256 linear
   basis still reconstructs these patches at 32 dB and the judge reads every reconstructed clip right (measured
-  with PCA on rendered clips), so the linear head is no bottleneck.
+  with PCA on rendered clips: `benchmarks/patch_linear_head.py`), so the linear head is no bottleneck.
 - x-prediction (the network outputs the clean clip), trained with the flow-matching velocity loss, as in
   "Back to Basics: Let Denoising Generative Models Denoise" (Li & He, 2025): clean pixels lie on a low-dimensional
   manifold that a narrow transformer can hit, while noise and velocity do not. The pipeline turns the prediction
