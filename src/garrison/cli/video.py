@@ -214,6 +214,14 @@ def register(app: typer.Typer) -> None:
         metrics: Path = typer.Option(
             None, help="Append one JSON line per step (step, clips, wall_s, unix_s): how a scheduler reads throughput."
         ),
+        max_batch: int = typer.Option(None, help="Clips a batch holds at most (default: the shipped recipe)."),
+        render_workers: int = typer.Option(0, help="Processes rendering clips ahead of the loop (a GPU needs them)."),
+        echo: int = typer.Option(1, help="Optimizer steps per rendered batch, each with fresh noise (data echoing)."),
+        init_from: Path = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning)."),
+        late_from_step: int = typer.Option(None, help="Step from which the velocity loss's t clamp is 0.5."),
+        cooldown_minutes: float = typer.Option(
+            None, help="With --max-minutes: lr falls linearly to 0 over the budget's last this many minutes."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Train the built-in model on streamed procedural clips; checkpoints, resumes, writes a model card."""
@@ -228,8 +236,23 @@ def register(app: typer.Typer) -> None:
             cfg.batch_tokens = batch_tokens
         if lr is not None:
             cfg.lr = lr
-        if cfg.steps < 1 or cfg.batch_tokens < 1 or cfg.lr <= 0:
-            fail("steps, batch-tokens and lr must be positive")
+        if max_batch is not None:
+            cfg.max_batch = max_batch
+        if late_from_step is not None:
+            cfg.late_from_step = late_from_step
+        cfg.render_workers, cfg.echo = render_workers, echo
+        if cfg.steps < 1 or cfg.batch_tokens < 1 or cfg.lr <= 0 or cfg.max_batch < 1 or echo < 1:
+            fail("steps, batch-tokens, max-batch, echo and lr must be positive")
+        if render_workers < 0 or cfg.late_from_step < 0:
+            fail("render-workers and late-from-step must be >= 0")
+        if init_from is not None:
+            if not (init_from / "config.json").is_file():
+                fail(f"--init-from {init_from}: not a checkpoint folder (no config.json)")
+            cfg.init_from = str(init_from)
+        if cooldown_minutes is not None:
+            if max_minutes is None or cooldown_minutes <= 0:
+                fail("--cooldown-minutes needs --max-minutes and must be positive")
+            cfg.cooldown_wall_s = cooldown_minutes * 60
         if max_minutes is not None:
             if max_minutes <= 0:
                 fail("max-minutes must be positive")

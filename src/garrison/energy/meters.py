@@ -578,7 +578,10 @@ class NvmlMeter(Meter):
         clock: Callable[[], float] = time.perf_counter,
         poll_interval_s: float = 0.1,
         start_thread: bool = True,
+        force_polling: bool = False,
     ):
+        """`force_polling` integrates power even where a counter exists: the path of pre-Volta GPUs, run on a
+        newer one so that the two can be compared (benchmarks/nvml_calibration.py)."""
         super().__init__(devices, reason=reason, clock=clock)
         self.nvml = source
         self.poll_interval_s = poll_interval_s
@@ -586,6 +589,9 @@ class NvmlMeter(Meter):
         self._last_mj: dict[str, int] = {}
         self._integrators: dict[str, PowerIntegrator] = {}
         for device in devices:
+            if force_polling:
+                self._integrators[device.id] = PowerIntegrator(device.id)
+                continue
             try:
                 self._last_mj[device.id] = self._read_counter_mj(device)
                 self.counter_devices.append(device)

@@ -11,7 +11,8 @@ import json
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from garrison.video.data.stream import render_batch, stream_plans
+from garrison.video.data.stream import Batch, BatchPlan, render_batch, stream_plans
 from garrison.video.models.dit import DiTConfig, SpacetimeDiT
 from garrison.video.models.text_encoder import TextEncoder
-from garrison.video.training.checkpoint import load_train_state, save_train_state, save_weights
+from garrison.video.training.checkpoint import load_model, load_train_state, save_train_state, save_weights
+
+
+class BatchRenderer:
+    """Rendered batches in plan order; with `workers` > 0, rendered ahead by a process pool.
+
+    The pool is bounded to `2 * workers` batches in flight (Pool.imap would drain the endless plan stream), and
+    uses `spawn`, so its processes never inherit the parent's CUDA context.
+    """
+
+    def __init__(self, plans: Iterator[BatchPlan], workers: int = 0) -> None:
+        self.plans = plans
+        self.pool = None
+        self.pending: deque[Any] = deque()
+        if workers > 0:
+            import multiprocessing
+
+            self.pool = multiprocessing.get_context("spawn").Pool(workers)
+            for _ in range(2 * workers):
+                self.pending.append(self.pool.apply_async(render_batch, (next(self.plans),)))
+
+    def __iter__(self) -> BatchRenderer:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.pool is None:
+            return render_batch(next(self.plans))
+        batch = self.pending.popleft().get()
+        self.pending.append(self.pool.apply_async(render_batch, (next(self.plans),)))
+        return batch
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
 
 @dataclass
@@ -54,6 +90,14 @@ class TrainConfig:
     bf16: bool = True
     eval_prompts_per_set: int = 64
     max_wall_s: float | None = None  # stop (and checkpoint) once the run's training wall time reaches this
+    # With a wall-time budget the step count is unknown ahead, so the cool-down can also be in seconds: lr falls
+    # linearly to 0 over the budget's last `cooldown_wall_s` (whichever of the two cool-downs is lower wins).
+    cooldown_wall_s: float | None = None
+    render_workers: int = 0  # processes that render clips ahead of the loop (0: render in the loop, as on a CPU)
+    # Optimizer steps per rendered batch, each with fresh noise and t ("data echoing", Choi et al. 2019): where
+    # rendering, not the device, limits the rate (a GPU), a clip is worth more than one noise draw.
+    echo: int = 1
+    init_from: str | None = None  # start a fresh run from this checkpoint's weights (fine-tuning), not from random
     model: DiTConfig = field(default_factory=DiTConfig)
 
 
@@ -98,12 +142,14 @@ def flow_matching_loss(
     return torch.mean((v_hat - (noise - x0)) ** 2)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, wall_s: float = 0.0) -> float:
     """Warm-up, constant, then a linear cool-down to 0 over the last `cooldown_steps` (only in runs long enough
-    for it: a short throughput job keeps the constant rate)."""
+    for it: a short throughput job keeps the constant rate), or over the wall-time budget's last `cooldown_wall_s`."""
     lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
     if cfg.cooldown_steps > 0 and cfg.steps > 2 * cfg.cooldown_steps:
         lr *= min(1.0, (cfg.steps - step) / cfg.cooldown_steps)
+    if cfg.max_wall_s is not None and cfg.cooldown_wall_s:
+        lr *= min(1.0, max(0.0, cfg.max_wall_s - wall_s) / cfg.cooldown_wall_s)
     return lr
 
 
@@ -141,10 +187,19 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
         clips_seen = state.get("clips_seen", 0)
         torch.set_rng_state(state["torch_rng"])
 
+    elif cfg.init_from:
+        init, _ = load_model(Path(cfg.init_from))
+        if init.cfg != cfg.model:
+            raise ValueError(f"--init-from {cfg.init_from} has another architecture than this run: {init.cfg}")
+        model.load_state_dict(init.state_dict())
+        ema.load_state_dict(init.state_dict())
+
     text_encoder = TextEncoder(device)
+    echo = max(1, cfg.echo)
     plans = stream_plans(cfg.seed, cfg.batch_tokens, cfg.max_batch, cfg.model.patch_t, cfg.model.patch_hw)
-    for _ in range(step):  # replay the data stream to where the run stopped, without rendering
+    for _ in range(-(-step // echo)):  # replay the data stream to where the run stopped, without rendering
         next(plans)
+    batches = BatchRenderer(plans, cfg.render_workers)
 
     def save(step_now: int) -> None:
         save_train_state(
@@ -167,14 +222,17 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     model.train()
     t_last = time.perf_counter()
     loss_acc, n_acc = 0.0, 0
+    batch = None
     while step < cfg.steps:
-        batch = render_batch(next(plans))
+        fresh = batch is None or step % echo == 0
+        if fresh:
+            batch = next(batches)
         # CFG dropout drawn from a per-step seed, so a resumed run drops exactly the captions a straight one would
         caption_rng = random.Random(cfg.seed * 1_000_003 + step)
         captions = ["" if caption_rng.random() < cfg.cfg_dropout else c for c in batch.captions]
         text_states, text_mask = text_encoder.encode(captions)
         x0 = frames_to_tensor(batch.frames, device)
-        lr = learning_rate(cfg, step)
+        lr = learning_rate(cfg, step, wall_s)
         for g in opt.param_groups:
             g["lr"] = lr
         with autocast:
@@ -188,7 +246,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         step += 1
-        clips_seen += len(batch.captions)
+        clips_seen += len(batch.captions) if fresh else 0
         now = time.perf_counter()
         wall_s += now - t_last
         t_last = now
@@ -207,6 +265,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
             save(step)
         if out_of_time:
             break
+    batches.close()
     if step == 0:
         save(0)
     return {
