@@ -52,7 +52,8 @@ def run_faithfulness(
 def clips_seen(cfg: TrainConfig, steps: int) -> int:
     """Clips the run trained on, replayed from the deterministic data stream (plans only, nothing rendered)."""
     plans = stream_plans(cfg.seed, cfg.batch_tokens, cfg.max_batch, cfg.model.patch_t, cfg.model.patch_hw)
-    return sum(len(next(plans).params) for _ in range(steps))
+    batches = -(-steps // max(1, cfg.echo))  # with data echoing a batch serves `echo` steps
+    return sum(len(next(plans).params) for _ in range(batches))
 
 
 def finish_run(
