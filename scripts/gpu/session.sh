@@ -4,6 +4,7 @@
 #   train     fine-tune the built-in model on CUDA for $TRAIN_MINUTES while nvml_calibration measures the counter
 #             (limit, period, windows) and a 2-step Wan smoke run checks the full-size path; then joules per video
 #             of the built-in model; weights come back in <16 MiB chunks (join with cat)
+#   fit       the fine-tune alone (no calibration or smoke run): all of the lent time goes to training
 #   wan       benchmarks/diffusers_wan_gpu.py, $WAN_MODES at 50 steps
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -28,6 +29,13 @@ train)
   cat $RUN/config.json >> "$OUT/train.log"; cp $RUN/train_log.jsonl "$OUT/"
   split -b 15M -d $RUN/model.safetensors "$OUT/model.safetensors.part"
   python3 benchmarks/nvml_calibration.py --phases builtin --repeats 10 --out "$OUT/nvml_builtin.jsonl" 2>&1 | tail -2
+  ;;
+fit)
+  RUN=/tmp/runs/gpu
+  python3 scripts/gpu/train_cuda.py "$RUN" "${TRAIN_MINUTES:-7}" > "$OUT/train.log" 2>&1
+  tail -4 "$OUT/train.log"
+  cat $RUN/config.json >> "$OUT/train.log"; cp $RUN/train_log.jsonl $RUN/model_card.json "$OUT/" 2>/dev/null
+  split -b 15M -d $RUN/model.safetensors "$OUT/model.safetensors.part"
   ;;
 wan)
   python3 benchmarks/diffusers_wan_gpu.py --modes "${WAN_MODES:-stock,compiled}" --out "$OUT/wan.json" 2>&1 | tee "$OUT/wan.log" | tail -40
