@@ -7,6 +7,7 @@ GPU recipe. Rendering, not the H100, limits the rate, so 14 processes render ahe
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -29,7 +30,7 @@ def main() -> None:
         echo=3,
         max_wall_s=minutes * 60,
         cooldown_wall_s=min(90.0, minutes * 60 / 4),
-        init_from="src/garrison/video/weights/builtin",
+        init_from=os.environ.get("INIT_FROM", "src/garrison/video/weights/builtin"),
         log_every=50,
         checkpoint_every=1000,
     )
