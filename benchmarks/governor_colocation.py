@@ -4,7 +4,7 @@ Runs `garrison demo`'s scenario (training alone, then governed: lend, reclaim, a
 naive co-location (the same job and requests started together on the same devices, no governor). Prints one JSON
 line: training throughput retention governed and naive, the lent device-time serving used, the share of control
 periods over the cap, the worst overshoot, and the reclaim times. Usage: python benchmarks/governor_colocation.py
-[--train-steps 40] [--out DIR]
+[--train-steps 40] [--first-burst 48] [--lend-wait-s 8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from garrison.hardware.cpu import cpu_model_name
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-steps", type=int, default=40)
-    ap.add_argument("--first-burst", type=int, default=12)
-    ap.add_argument("--lend-wait-s", type=float, default=20.0, help="how long serving runs on lent capacity")
+    # The first burst outlasts the lend: training is submitted while serving still works on the borrowed device,
+    # so the reclaim drains real work (a burst that ends early hands the device back after lend_idle_return_s).
+    ap.add_argument("--first-burst", type=int, default=48)
+    ap.add_argument("--lend-wait-s", type=float, default=8.0, help="how long serving runs on lent capacity")
     ap.add_argument("--second-burst", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("bench-out/colocation"))
     args = ap.parse_args()

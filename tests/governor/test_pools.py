@@ -186,3 +186,41 @@ def test_jobs_start_in_submission_order_and_idle_devices_wait_for_the_first():
     p = plan(devices, jobs=jobs, config=replace(CONFIG, training_guarantee=2))
     # "early" needs both: t0 is held for it and t1 reclaimed; "late" may not jump the queue onto t0.
     assert kinds(p) == [("reclaim", "t1", "early")]
+
+
+def test_a_lent_device_idle_past_the_return_window_goes_back_even_when_one_fewer_just_meets_demand():
+    # 0.4 device-s/s wants 1 device; with 2 serving the one-device hysteresis alone would keep the lent one.
+    serving = replace(QUIET, arrival_rate_per_s=0.1)
+    config = replace(CONFIG, lend_idle_return_s=2.0)
+    fresh = [device("s0", "serving", "serving"), device("t0", "training", "serving", idle_since_s=9.0)]
+    assert kinds(plan(fresh, serving=serving, config=config)) == []  # idle 1 s: kept
+    stale = [device("s0", "serving", "serving"), device("t0", "training", "serving", idle_since_s=7.5)]
+    p = plan(stale, serving=serving, config=config)
+    assert kinds(p) == [("reclaim", "t0", None)]
+    assert "stood idle 2.5 s" in p.actions[0].reason and p.actions[0].reading["idle_s"] == 2.5
+    # Never while requests wait, nor below the measured demand.
+    assert kinds(plan(stale, serving=replace(serving, queue_depth=1), config=config)) == []
+    assert kinds(plan(stale, serving=replace(serving, arrival_rate_per_s=0.3), config=config)) == []
+
+
+def test_waiting_requests_borrow_idle_training_devices_beyond_the_slo_sized_demand():
+    # Demand (0.4 device-s/s) is met by s0, but 3 requests wait while s0 is busy: work-conserving lending.
+    serving = replace(QUIET, arrival_rate_per_s=0.1, queue_depth=3)
+    devices = [
+        device("s0", "serving", "serving", in_flight=(InFlight("v", 0.5, 4.0),)),
+        *(device(f"t{i}", "training") for i in range(4)),
+    ]
+    assert kinds(plan(devices, serving=serving)) == [("lend", "t0"), ("lend", "t1"), ("lend", "t2")]
+    # A free slot on s0 takes one of them.
+    idle_s0 = [device("s0", "serving", "serving"), *devices[1:]]
+    assert kinds(plan(idle_s0, serving=serving)) == [("lend", "t0"), ("lend", "t1")]
+
+
+def test_lend_idle_return_must_be_a_non_negative_number():
+    import pytest
+
+    from garrison.governor.state import GovernorConfigError
+
+    with pytest.raises(GovernorConfigError, match="lend_idle_return_s"):
+        replace(CONFIG, lend_idle_return_s=-1.0).validate()
+    replace(CONFIG, lend_idle_return_s=float("inf")).validate()

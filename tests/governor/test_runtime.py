@@ -82,6 +82,29 @@ def test_idle_training_capacity_is_lent_then_reclaimed_for_a_job_and_nothing_is_
     assert store.get_setting("gate.state") in ("online", "degraded", "offline")
 
 
+def test_a_lent_device_left_idle_goes_back_to_the_training_pool(tmp_path):
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = open_store(url)
+    runtime, devices = _runtime(tmp_path, url, store, lend_idle_return_s=1.0)
+    training_dev = devices[0].id
+    ids = _videos(store, 4, steps=2)
+    stop = threading.Event()
+    loop = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        lent = lambda: runtime.executor.view().serving.get(training_dev) is not None  # noqa: E731
+        assert wait_for(lent, 60), "the idle training device was never lent to serving"
+        done = lambda: all(store.get_video(i).status == VideoStatus.COMPLETED for i in ids)  # noqa: E731
+        assert wait_for(done, 120), [store.get_video(i).status for i in ids]
+        back = lambda: training_dev not in runtime.executor.view().serving  # noqa: E731
+        assert wait_for(back, 30), "the lent device stayed lent with nothing to do"
+    finally:
+        stop.set()
+        loop.join(60)
+    returns = [d for d in store.list_decisions(limit=10_000) if d.action == "reclaim" and d.target == training_dev]
+    assert returns and "stood idle" in returns[-1].reason and returns[-1].reading["idle_s"] >= 1.0
+
+
 def test_a_new_governor_takes_over_what_a_dead_one_left_running(tmp_path):
     url = f"sqlite:///{tmp_path / 'g.db'}"
     store = open_store(url)

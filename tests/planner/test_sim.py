@@ -152,4 +152,5 @@ def test_demand_that_can_never_be_met_says_why_and_ends():
     assert not verdict["servable"]
     assert "needs" in verdict["why_not"][0] and "add devices" in verdict["why_not"][0]
     result = run_sites(scenario)[0]  # runs to its horizon, no hang
-    assert np.isnan(result.start_s).sum() > 0.9 * len(result.start_s)
+    # ~90% never start: the fleet serves about a tenth of the demand (idle training devices borrowed included).
+    assert np.isnan(result.start_s).sum() > 0.85 * len(result.start_s)

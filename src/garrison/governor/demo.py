@@ -64,6 +64,7 @@ class DemoConfig:
     warmup_steps: int = 3  # steps left out of throughput: first-step allocation and caches
     control_period_s: float = 1.0
     grace_period_s: float = 3.0
+    lend_idle_return_s: float = 2.0  # two control periods: a lent core with no work goes back to training
     slo_s: float = 120.0
     lend_wait_s: float = 6.0  # how long the first burst runs on lent capacity before training is submitted
     timeout_s: float = 900.0
@@ -183,6 +184,7 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
             lending_limit=None,
             control_period_s=cfg.control_period_s,
             grace_period_s=cfg.grace_period_s,
+            lend_idle_return_s=cfg.lend_idle_return_s,
             slo_s=cfg.slo_s,
         )
         # On CPU slots the demo meters garrison's own pinned processes, so a busy shared machine does not read as

@@ -220,9 +220,14 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
     serving_now = [d for d in usable if d.assignment == "serving" and d.id not in reclaimed]
     # Lend for the demand at the rung in force: when the power cap has lowered quality, the cap (not the device
     # count) binds, and a lent device would stand idle.
-    wanted = serving_devices_wanted(state, config)
-    if wanted is None:  # never measured: lend while requests wait
-        wanted = len(serving_now) + (1 if state.serving.queue_depth > 0 else 0)
+    sized = serving_devices_wanted(state, config)
+    if sized is None:  # never measured: lend while requests wait
+        sized = len(serving_now) + (1 if state.serving.queue_depth > 0 else 0)
+    # Work-conserving borrowing (as Kueue borrows for pending workloads): requests that wait while every serving
+    # slot is taken put idle training devices to work, even where the SLO-sized demand would leave them waiting.
+    free_slots = sum(max(0, state.serving.concurrency - len(d.in_flight)) for d in serving_now)
+    waiting = max(0, state.serving.queue_depth - free_slots)
+    wanted = max(sized, len(serving_now) + math.ceil(waiting / max(state.serving.concurrency, 1)))
     limit = len(training_home_all) if config.lending_limit is None else config.lending_limit
     lent_now = sum(1 for d in serving_now if d.home_pool == "training")
     lendable = [i for i in sorted(set(idle_training)) if i not in reserved and i not in started]
@@ -256,19 +261,22 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
         serving_set.append(d)
         n_serving += 1
         lent_now += 1
-    # Hysteresis of one device: hand back only when two fewer would still do, and only devices with nothing running.
+    # Hand back only devices with nothing running, and only while nothing waits. Hysteresis: either two fewer would
+    # still meet the demand, or one fewer would and the device has stood idle for `lend_idle_return_s`.
     spare = [d for d in serving_now if d.lent and not d.in_flight]
-    for d in sorted(spare, key=lambda d: d.id, reverse=True):
-        if n_serving - 1 <= wanted or state.serving.queue_depth > 0:
+    by_id_desc = sorted(spare, key=lambda d: d.id, reverse=True)
+    for d in sorted(by_id_desc, key=lambda d: d.idle_since_s if d.idle_since_s is not None else math.inf):
+        if state.serving.queue_depth > 0 or n_serving - 1 < sized:
             break
+        idle_s = now_s - d.idle_since_s if d.idle_since_s is not None else 0.0
+        if n_serving - 1 > sized:
+            why = f"serving needs {sized} device(s) and has {n_serving}: {d.id} goes back to the training pool"
+        elif idle_s >= config.lend_idle_return_s:
+            why = f"lent {d.id} stood idle {idle_s:.1f} s with no request waiting: back to the training pool"
+        else:
+            continue
         actions.append(
-            Reclaim(
-                d.id,
-                None,
-                now_s,
-                reason=f"serving needs {wanted} device(s) and has {n_serving}: {d.id} goes back to the training pool",
-                reading=demand_reading,
-            )
+            Reclaim(d.id, None, now_s, reason=why, reading={**demand_reading, "idle_s": round(idle_s, 3)})
         )
         reclaimed.add(d.id)
         n_serving -= 1

@@ -113,6 +113,7 @@ class GovernorRuntime:
         self.last_sample: PowerSample | None = None
         self.last_decision: Decision | None = None
         self._lost: dict[str, float] = {}  # device id -> until when it is left alone after being marked lost
+        self._last_busy_s: dict[str, float] = {}  # serving device id -> last tick it had work in flight (or began)
         config.validate(list(self._device_states({}, {})))
 
     # --- restart --------------------------------------------------------------------------------------------------
@@ -185,6 +186,14 @@ class GovernorRuntime:
             job_id, deadline = pending.get("job_id"), pending.get("deadline_s")
         info = self._limit_info(device)
         model = self.power_models[device.id]
+        idle_since_s = None
+        if assignment == "serving":
+            if in_flight.get(device.id):
+                self._last_busy_s[device.id] = self.clock()
+            else:
+                idle_since_s = self._last_busy_s.setdefault(device.id, self.clock())
+        else:
+            self._last_busy_s.pop(device.id, None)
         return DeviceState(
             id=device.id,
             home_pool=self.home_pools[device.id],
@@ -201,6 +210,7 @@ class GovernorRuntime:
             draining_deadline_s=deadline,
             last_report_s=self._last_report_s(device.id),
             healthy=device.id not in self._lost,
+            idle_since_s=idle_since_s,
         )
 
     def _last_report_s(self, device_id: str) -> float:

@@ -68,6 +68,9 @@ class GovernorConfig:
             settable range (max - min).
         target_utilization: serving devices are sized so they are busy at most this fraction of the time
             (queueing headroom for the SLO).
+        lend_idle_return_s: a lent device with nothing in flight and an empty queue for this long goes back to the
+            training pool, even when the measured demand would keep it (a burst's arrivals weigh on the demand
+            estimate for a whole arrival window after the burst is served); inf keeps lent devices until reclaim.
     """
 
     power_cap_w: float
@@ -85,6 +88,7 @@ class GovernorConfig:
     max_concurrency: int = 1
     power_limit_step_fraction: float = 0.25
     target_utilization: float = 0.8
+    lend_idle_return_s: float = 5.0
 
     @property
     def high_w(self) -> float:
@@ -120,6 +124,8 @@ class GovernorConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number of seconds, got {value!r}")
+        if not (isinstance(self.lend_idle_return_s, int | float) and self.lend_idle_return_s >= 0):
+            problems.append(f"lend_idle_return_s must be >= 0 seconds (inf: never), got {self.lend_idle_return_s!r}")
         if not (math.isfinite(self.grace_period_s) and self.grace_period_s >= 0):
             problems.append(f"grace_period_s must be >= 0 seconds, got {self.grace_period_s!r}")
         if not 0 < self.power_limit_step_fraction <= 1:
@@ -183,6 +189,8 @@ class DeviceState:
     `power_w` is the last meter reading (NaN when there is none); `idle_power_w` and `busy_power_w` are the device's
     power model (idle, and fully busy at its maximum power limit). `job_id` is the training job holding the device,
     or, while `assignment == "draining"`, the job it is being reclaimed for (None: returned to the training pool).
+    `idle_since_s` is when a serving device last had work in flight (or started serving); None while work runs
+    there, or when it is not known.
     """
 
     id: str
@@ -200,6 +208,7 @@ class DeviceState:
     draining_deadline_s: float | None = None
     last_report_s: float | None = None
     healthy: bool = True
+    idle_since_s: float | None = None
 
     @property
     def lent(self) -> bool:

@@ -296,7 +296,11 @@ class SiteSimulator:
     # --- governor view --------------------------------------------------------------------------------------------
 
     def _device_states(
-        self, now_s: float, power_w: np.ndarray, inflight: list[list[tuple[float, int, float]]] | None
+        self,
+        now_s: float,
+        power_w: np.ndarray,
+        inflight: list[list[tuple[float, int, float]]] | None,
+        last_busy_s: np.ndarray | None = None,
     ) -> tuple[DeviceState, ...]:
         out = []
         for i, u in enumerate(self.units):
@@ -307,6 +311,9 @@ class SiteSimulator:
                     expected = sum(e - s for e, s in live)
                     done = sum(now_s - s for e, s in live if now_s > s)
                     flight = (InFlight(f"unit:{i}", done / expected if expected > 0 else 0.0, expected),)
+            idle_since_s = None
+            if last_busy_s is not None and u.assignment == "serving" and not flight and math.isfinite(last_busy_s[i]):
+                idle_since_s = float(last_busy_s[i])
             out.append(
                 DeviceState(
                     id=u.id,
@@ -324,6 +331,7 @@ class SiteSimulator:
                     draining_deadline_s=u.deadline_s,
                     last_report_s=now_s,
                     healthy=True,
+                    idle_since_s=idle_since_s,
                 )
             )
         return tuple(out)
@@ -398,6 +406,7 @@ class SiteSimulator:
         mult = self.service_multiplier
         mult_min = float(mult.min()) if mult is not None and len(mult) else 1.0
         inflight: list[list[tuple[float, int, float]]] = [[] for _ in range(U)]
+        last_busy_s = np.full(U, np.nan)  # a lent unit's last request end (or its lend): the runtime's idle_since_s
         quality, concurrency, admission = 0, self.config.max_concurrency, "open"
         memory = ControlMemory()
         power_series = np.zeros(nbins)
@@ -439,6 +448,7 @@ class SiteSimulator:
         def set_serving(i: int, now_s: float) -> None:
             units[i].assignment = "serving"
             serving_unit[i] = True
+            last_busy_s[i] = now_s
             lo = slot_lo[i]
             # A fresh worker (whatever ran there before was requeued), ready once it has loaded the model.
             busy_until[lo : lo + slot_count[i]] = now_s + self.scenario.simulation.worker_start_s
@@ -509,7 +519,7 @@ class SiteSimulator:
             )
             state = FleetState(
                 now_s=t0,
-                devices=self._device_states(t0, power_now, inflight),
+                devices=self._device_states(t0, power_now, inflight, last_busy_s),
                 serving=serving_state,
                 jobs=jobs_state,
                 fleet_power_w=float(power_now.sum()),
@@ -677,6 +687,9 @@ class SiteSimulator:
                         inflight[i].append((e, k, st))
             for i in range(U):
                 if track_arr[i] and inflight[i] and units[i].assignment in ("serving", "draining"):
+                    ended = [x[0] for x in inflight[i] if x[0] <= t0]
+                    if ended:
+                        last_busy_s[i] = max(np.nan_to_num(last_busy_s[i], nan=-np.inf), max(ended))
                     inflight[i] = [x for x in inflight[i] if x[0] > t0]
             # --- training progress and the period's power -------------------------------------------------------
             span = t1 - t0
