@@ -275,9 +275,7 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
             why = f"lent {d.id} stood idle {idle_s:.1f} s with no request waiting: back to the training pool"
         else:
             continue
-        actions.append(
-            Reclaim(d.id, None, now_s, reason=why, reading={**demand_reading, "idle_s": round(idle_s, 3)})
-        )
+        actions.append(Reclaim(d.id, None, now_s, reason=why, reading={**demand_reading, "idle_s": round(idle_s, 3)}))
         reclaimed.add(d.id)
         n_serving -= 1
 
