@@ -107,6 +107,28 @@ def late_clamp(recipe: dict[str, Any]) -> str:
     return "" if late is None else f" (at {late} from step {recipe['late_from_step']} on)"
 
 
+def render_lineage(card: dict[str, Any]) -> str:
+    """The stages behind a checkpoint that was trained in more than one run (a CPU run, then GPU fine-tunes)."""
+    stages = card.get("lineage")
+    if not stages:
+        return ""
+    rows = "\n".join(
+        f"| {i} | {st['what']} | {st['steps']} | {st['clips_seen']} | {st['wall_s'] / 60:.1f} min | {st['machine']} |"
+        f" `{st['reproduce']}` |"
+        for i, st in enumerate(stages, 1)
+    )
+    total_s = sum(st["wall_s"] for st in stages)
+    return f"""## Lineage
+The shipped weights come from {len(stages)} runs, each starting from the one before ({total_s / 60:.1f} min in all).
+The Training section above describes the last.
+
+| stage | what | steps | clips | wall | machine | reproduce |
+|---|---|---|---|---|---|---|
+{rows}
+
+"""
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     f = card["faithfulness"]
     rows = "\n".join(
@@ -135,7 +157,7 @@ velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s 
   {card["final_loss"]:.4f}.
 - Reproduce: `{card["reproduce"]}`.
 
-## Faithfulness
+{render_lineage(card)}## Faithfulness
 Judged by `garrison eval faithfulness` (analytic detector, no learning) at {f["steps"]} steps, guidance
 {f["guidance"]}, {f["prompts_per_set"] or "all"} prompts per set, every duration and aspect ratio included.
 
