@@ -37,6 +37,7 @@ from garrison.hardware.cpu import CpuPowerModel
 from garrison.hardware.devices import fleet_devices
 from garrison.hardware.power_limit import CpuSlotLimiter, power_limit_info
 from garrison.store import NotFound, Store, open_store
+from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 DEMO_PROMPTS = (
     "a red circle moving right on a black background",
@@ -58,7 +59,8 @@ class DemoConfig:
     second_burst: int = 10
     video_seconds: int = 2
     video_size: str = "64x64"
-    video_steps: int = 12
+    video_steps: int = DEFAULT_STEPS
+    video_guidance: float = DEFAULT_GUIDANCE
     train_steps: int = 30
     train_batch_tokens: int = 1024
     warmup_steps: int = 3  # steps left out of throughput: first-step allocation and caches
@@ -137,7 +139,7 @@ def submit_burst(store: Store, tenant_id: str, cfg: DemoConfig, count: int, star
             seconds=cfg.video_seconds,
             size=cfg.video_size,
             steps=cfg.video_steps,
-            guidance=4.0,
+            guidance=cfg.video_guidance,
             seed=n,
             idempotency_key=f"demo-{n}",
         )

@@ -24,7 +24,10 @@ Severity = Literal["info", "warning", "critical"]
 POOLS: tuple[str, ...] = ("training", "serving")
 ASSIGNMENTS: tuple[str, ...] = ("training", "serving", "idle", "draining")
 ADMISSION_MODES: tuple[str, ...] = ("open", "queue", "shed")
-DEFAULT_REQUESTED_STEPS = 12  # the built-in pipeline's default; only used to scale an unmeasured ladder rung
+# Only scales a ladder rung no video has been measured at yet. 12, not the pipeline's default 24: at 24 the fallback
+# would price rung 1 (8 steps) at a third of rung 0; at 12 it prices it at two thirds, an over-estimate of its cost
+# and power, which errs on the side of the cap until a measurement replaces it.
+DEFAULT_REQUESTED_STEPS = 12
 
 
 class GovernorConfigError(ValueError):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from garrison.core.types import MAX_PROMPT_CHARS
+from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 # Durations the SDK can send ("4", "8", "12", its default "4") and the built-in model's own shortest, "2".
 SECONDS_ALLOWED: tuple[str, ...] = ("2", "4", "8", "12")
@@ -55,9 +56,9 @@ class VideoCreate(BaseModel):
     # garrison's own knobs (send them with the SDK's extra_body); defaults are deterministic so that a retried
     # create with the same Idempotency-Key carries the same parameters.
     steps: int = Field(
-        12, ge=1, le=MAX_STEPS_API, description="Denoising steps asked for (the governor may use fewer)."
+        DEFAULT_STEPS, ge=1, le=MAX_STEPS_API, description="Denoising steps asked for (the governor may use fewer)."
     )
-    guidance: float = Field(4.0, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0.0, le=MAX_GUIDANCE, description="Classifier-free guidance scale.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Same seed, same clip.")
 
     @field_validator("prompt")

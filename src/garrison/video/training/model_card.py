@@ -107,6 +107,12 @@ def late_clamp(recipe: dict[str, Any]) -> str:
     return "" if late is None else f" (at {late} from step {recipe['late_from_step']} on)"
 
 
+def cooldown(recipe: dict[str, Any]) -> str:
+    if recipe.get("max_wall_s") and recipe.get("cooldown_wall_s"):  # a wall-time budget: the cool-down is in seconds
+        return f"{float(recipe['cooldown_wall_s']):.0f} s of the {float(recipe['max_wall_s']):.0f} s budget"
+    return f"{recipe.get('cooldown_steps', 0)} steps"
+
+
 def render_lineage(card: dict[str, Any]) -> str:
     """The stages behind a checkpoint that was trained in more than one run (a CPU run, then GPU fine-tunes)."""
     stages = card.get("lineage")
@@ -151,7 +157,7 @@ velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s 
 - Data: {card["data"]["source"]}. Durations weighted {card["data"]["durations_s_weights"]}, aspects uniform,
   {card["data"]["batch_tokens"]} tokens (at most {r["max_batch"]} clips) per batch. Captions: {card["data"]["captions"]}.
 - Recipe: AdamW lr {r["lr"]} (warm-up {r["warmup_steps"]} steps, constant, then a linear cool-down to 0 over the
-  last {r.get("cooldown_steps", 0)} steps), EMA {r["ema_decay"]},
+  last {cooldown(r)}), EMA {r["ema_decay"]},
   noise shift {r["noise_shift"]}, velocity loss with t clamped at {r["min_t_for_velocity"]}{late_clamp(r)},
   bf16 autocast {r["bf16"]}, seed {r["seed"]}. Final training loss
   {card["final_loss"]:.4f}.

@@ -1,0 +1,104 @@
+"""Ship a checkpoint trained in stages (the CPU run, then GPU fine-tunes from scripts/gpu/session.sh) with a model
+card that names every stage: evaluates the weights at the pipeline's defaults over every public prompt and writes
+model.safetensors, config.json, model_card.json and model_card.md into --out.
+
+    python scripts/gpu/ship_card.py --weights DIR --base CARD.json --stage "WHAT=train.log" [--stage ...] --out DIR
+
+`--base` is the card of the run the first fine-tune started from; each `train.log` is what scripts/gpu/train_cuda.py
+printed (its last line is the run's summary and configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS, BuiltinPipeline
+from garrison.video.training.model_card import CARD_JSON, CARD_MD, render_markdown, run_faithfulness
+
+
+def _number(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(value, value)
+
+
+def read_stage(what: str, log: Path) -> dict[str, Any]:
+    lines = [line for line in log.read_text().splitlines() if line.startswith('{"summary"')]
+    if not lines:
+        raise SystemExit(f"{log}: no summary line (did the run finish?)")
+    row = json.loads(lines[-1])
+    summary, config = row["summary"], {k: _number(v) for k, v in row["config"].items()}
+    minutes = float(config["max_wall_s"]) / 60
+    losses = [json.loads(x) for x in (log.parent / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    return {
+        "what": what,
+        "steps": summary["steps"],
+        "clips_seen": summary["clips_seen"],
+        "wall_s": round(summary["wall_s"], 1),
+        "machine": summary["machine"],
+        "device": summary["device"],
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "config": config,
+        "reproduce": f"TRAIN_MINUTES={minutes:g} bash scripts/gpu/session.sh fit",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--base", type=Path, required=True)
+    ap.add_argument("--stage", action="append", required=True, help="WHAT=path/to/train.log")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    base = json.loads(args.base.read_text())
+    stages = [read_stage(what, Path(log)) for what, log in (s.split("=", 1) for s in args.stage)]
+    lineage = [
+        {"what": f"CPU run ({base['date']})", "steps": base["steps"], "clips_seen": base["data"]["clips_seen"],
+         "wall_s": base["wall_s"], "machine": base["machine"], "reproduce": base["reproduce"]},
+        *({k: st[k] for k in ("what", "steps", "clips_seen", "wall_s", "machine", "reproduce")} for st in stages),
+    ]  # fmt: skip
+    for earlier, st in zip(lineage[1:], lineage[2:], strict=False):  # later fine-tunes start from the one before
+        st["reproduce"] = f"INIT_FROM=<stage {lineage.index(earlier) + 1} weights> {st['reproduce']}"
+    last = stages[-1]
+    recipe = {**last["config"], "model": base["recipe"]["model"], "out_dir": "/tmp/runs/gpu"}
+    pipeline = BuiltinPipeline.load(args.weights)
+    faithfulness = run_faithfulness(pipeline, None, DEFAULT_STEPS, DEFAULT_GUIDANCE, seed=0)
+    card = {
+        **base,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "steps": last["steps"],
+        "wall_s": last["wall_s"],
+        "machine": last["machine"],
+        "device": last["device"],
+        "data": {**base["data"], "batch_tokens": recipe["batch_tokens"], "clips_seen": last["clips_seen"]},
+        "recipe": recipe,
+        "final_loss": last["final_loss"],
+        "faithfulness": {
+            "steps": DEFAULT_STEPS,
+            "guidance": DEFAULT_GUIDANCE,
+            "prompts_per_set": None,
+            **{k: v for k, v in faithfulness.items() if k != "failures"},
+        },  # fmt: skip
+        "reproduce": lineage[-1]["reproduce"],
+        "lineage": lineage,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "config.json"):
+        if (args.weights / name).resolve() != (args.out / name).resolve():
+            shutil.copy2(args.weights / name, args.out / name)
+    (args.out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (args.out / CARD_MD).write_text(render_markdown(card))
+    print(json.dumps({"all_four": card["faithfulness"]["all_four"],
+                      **{k: v["all"] for k, v in card["faithfulness"]["sets"].items()}}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
