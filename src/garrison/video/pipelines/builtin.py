@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from garrison.core.types import DEFAULT_GUIDANCE as DEFAULT_GUIDANCE  # re-exported: the CLI and API defaults
+from garrison.core.types import DEFAULT_STEPS as DEFAULT_STEPS
 from garrison.core.types import Clip, InvalidSpecError, VideoSpec
 from garrison.video.data.world import ASPECTS, DURATIONS_S, load_world, native_sizes
 from garrison.video.models.dit import SpacetimeDiT
@@ -33,10 +35,6 @@ SCALED_SIZES: dict[str, str] = {  # OpenAI video API size -> the native aspect i
     "720x1280": "portrait",
     "1024x1792": "portrait",
 }
-# 24 Euler steps at guidance 3: on the shipped weights, 12 steps left the object out of ~1 clip in 20 and guidance
-# 4-7 washed it out more often (docs/measurements.md, "Sampler defaults").
-DEFAULT_STEPS = 24
-DEFAULT_GUIDANCE = 3.0
 SAMPLER_SHIFT = 3.0
 
 ProgressFn = Callable[[int, int], None]
