@@ -277,18 +277,23 @@ def summarise(
     overshoot = max((s.power_w / s.power_cap_w - 1 for s in samples), default=0.0)
     # Lent capacity: each sample where a training-home device serves, how busy it was (from its power reading).
     # Also against what the cap allowed it: a lent device held at a lower power limit can only be that busy.
-    lent_used, lent_total, lent_allowed = 0.0, 0, 0.0
-    for s in samples:
+    # Each sample weighs the time until the next one (at most two periods): a tick that the loaded machine delayed
+    # covers more time, and ticks that caught up right after it cover almost none.
+    lent_used, lent_total, lent_allowed, lent_periods = 0.0, 0.0, 0.0, 0
+    for i, s in enumerate(samples):
+        next_ts = samples[i + 1].ts if i + 1 < len(samples) else s.ts + config.control_period_s
+        weight_s = min(max(next_ts - s.ts, 0.0), 2 * config.control_period_s)
         assignments = s.extra.get("devices", {})
         for device_id, assignment in assignments.items():
             if home.get(device_id) == "training" and assignment == "serving":
                 m = models[device_id]
                 p = s.extra.get("power_w_by_device", {}).get(device_id)
                 if p is not None and m.busy_w > m.idle_w:
-                    lent_used += min(max((p - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
-                    lent_total += 1
+                    lent_used += weight_s * min(max((p - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
+                    lent_total += weight_s
+                    lent_periods += 1
                     limit = s.extra.get("power_limit_w_by_device", {}).get(device_id) or m.busy_w
-                    lent_allowed += min(max((limit - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
+                    lent_allowed += weight_s * min(max((limit - m.idle_w) / (m.busy_w - m.idle_w), 0.0), 1.0)
     videos = []
     for video_id in ids:
         try:
@@ -310,7 +315,8 @@ def summarise(
         "lent_capacity_used_fraction_of_allowed": round(min(lent_used / lent_allowed, 1.0), 4)
         if lent_allowed
         else None,
-        "lent_device_periods": lent_total,
+        "lent_device_periods": lent_periods,
+        "lent_device_s": round(lent_total, 2),
         "power_over_cap_fraction": round(len(over) / len(samples), 4) if samples else None,
         "max_overshoot_fraction": round(max(overshoot, 0.0), 4),
         "power_cap_w": config.power_cap_w,
