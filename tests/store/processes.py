@@ -26,6 +26,9 @@ def main(mode: str, url: str, *args: str) -> None:
         sys.stdin.readline()  # start together with the other claimers
         while (video := store.claim_video(worker_id, f"{worker_id}:dev", 60.0, 0)) is not None:
             print(video.id, flush=True)
+            # A worker works between claims: without this, on a loaded 2-core machine the first claimer to get the
+            # CPU could empty the queue before the others were scheduled at all.
+            time.sleep(0.005)
     elif mode == "hold":
         (video_id,) = args
         store = open_store(url)
