@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from garrison.core.fleet import JobStatus
-from garrison.governor.power import peak_power_w
+from garrison.governor.power import current_knobs, next_period_power_w, peak_power_w
 from garrison.governor.state import (
     Action,
     DeviceState,
@@ -34,6 +34,7 @@ from garrison.governor.state import (
     RejectJob,
     SetPowerLimit,
     StartTraining,
+    finite_nonneg,
     serving_demand_device_s_per_s,
 )
 
@@ -247,8 +248,15 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
         d = by_id[device_id]
         trial = [*serving_set, d]
         trial_ids = {x.id for x in (*trial, *training_set)}
-        peak_w = peak_power_w(state, config, trial, training_set, [x for x in usable if x.id not in trial_ids])
-        if peak_w > config.high_w:
+        rest = [x for x in usable if x.id not in trial_ids]
+        peak_w = peak_power_w(state, config, trial, training_set, rest)
+        # And with what already waits: queued requests fill every serving slot at once, the lent one included, so
+        # where that is over the watermark the controller would only hold the lent device down (no gain in work).
+        rest_w = math.fsum(x.power_w if finite_nonneg(x.power_w) else x.idle_power_w for x in rest)
+        backlog_w = rest_w + next_period_power_w(
+            current_knobs(state, config, trial, training_set), state, config, trial, training_set
+        )
+        if max(peak_w, backlog_w) > config.high_w:
             break
         actions.append(
             Lend(
