@@ -224,3 +224,13 @@ def test_lend_idle_return_must_be_a_non_negative_number():
     with pytest.raises(GovernorConfigError, match="lend_idle_return_s"):
         replace(CONFIG, lend_idle_return_s=-1.0).validate()
     replace(CONFIG, lend_idle_return_s=float("inf")).validate()
+
+
+def test_no_lend_where_the_waiting_requests_would_put_the_fleet_over_the_cap():
+    # A trickle of arrivals (the peak model sees one busy device) but 5 requests already wait: with the lent device
+    # they fill both slots at once, 600 W, over a 560 W cap's 543 W watermark; a 700 W cap takes it.
+    serving = replace(QUIET, arrival_rate_per_s=0.01, queue_depth=5)
+    devices = [device("s0", "serving", "serving"), device("t0", "training")]
+    config = replace(CONFIG, training_guarantee=1)
+    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
+    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
