@@ -67,9 +67,11 @@ def register(app: typer.Typer) -> None:
             print_json(result.summary)
             return
         s = result.summary
+        lent = s["lent_capacity_used_fraction"]
+        # Under a cap that binds, the governor may lend nothing: a lent device could only run held down.
+        lending = "nothing was lent" if lent is None else f"serving used {lent} of the lent device-time"
         err_console.print(
-            f"training kept {s['training_throughput_retention']} of its throughput alone; serving used "
-            f"{s['lent_capacity_used_fraction']} of the lent device-time; power over the {s['power_cap_w']:.1f} W cap "
+            f"training kept {s['training_throughput_retention']} of its throughput alone; {lending}; power over the {s['power_cap_w']:.1f} W cap "
             f"in {s['power_over_cap_fraction']} of {s['control_periods']} periods (worst {s['max_overshoot_fraction']:.1%}); "
             f"{s['lost_requests']} requests lost; {s['joules_per_video']} J/video ({s['power_source']})",
             highlight=False,
