@@ -4,7 +4,7 @@
 
 World clips (benchmarks/shield_watermark.py) are flat shapes on flat backgrounds; what the shipped model draws is
 noisier (see its model card), and that noise is the host interference a blind detector must read through. Each clip
-is generated at default settings (12 steps, guidance 4) over prompts, seeds, sizes and durations, marked, delivered
+is generated at the pipeline's defaults (24 steps, guidance 3 since 2026-11-26) over prompts, seeds, sizes and durations, marked, delivered
 as garrison writes it (H.264 CRF 18), read back, and detected: `recovered` = detected at p <= 1e-6 with all 64
 payload bits right.
 """
