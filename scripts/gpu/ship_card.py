@@ -65,8 +65,8 @@ def main() -> None:
          "wall_s": base["wall_s"], "machine": base["machine"], "reproduce": base["reproduce"]},
         *({k: st[k] for k in ("what", "steps", "clips_seen", "wall_s", "machine", "reproduce")} for st in stages),
     ]  # fmt: skip
-    for earlier, st in zip(lineage[1:], lineage[2:], strict=False):  # later fine-tunes start from the one before
-        st["reproduce"] = f"INIT_FROM=<stage {lineage.index(earlier) + 1} weights> {st['reproduce']}"
+    for number, st in enumerate(lineage[2:], start=3):  # later fine-tunes start from the stage before
+        st["reproduce"] = f"INIT_FROM=<stage {number - 1} weights> {st['reproduce']}"
     last = stages[-1]
     recipe = {**last["config"], "model": base["recipe"]["model"], "out_dir": "/tmp/runs/gpu"}
     pipeline = BuiltinPipeline.load(args.weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -49,18 +50,32 @@ def _videos(store, n, steps=4):
     ]  # fmt: skip
 
 
+@contextmanager
+def _loop_running(runtime):
+    """The governor's control loop in a thread for the body of the block; stopped and joined after it."""
+    stop = threading.Event()
+    loop = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        loop.join(60)
+
+
+def _wait_until_lent(runtime, device_id: str) -> None:
+    lent = lambda: runtime.executor.view().serving.get(device_id) is not None  # noqa: E731
+    assert wait_for(lent, 60), "the idle training device was never lent to serving"
+
+
 def test_idle_training_capacity_is_lent_then_reclaimed_for_a_job_and_nothing_is_lost(tmp_path):
     url = f"sqlite:///{tmp_path / 'g.db'}"
     store = open_store(url)
     runtime, devices = _runtime(tmp_path, url, store)
     training_dev, serving_dev = devices[0].id, devices[1].id
     ids = _videos(store, 12, steps=40)
-    stop = threading.Event()
-    loop = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    loop.start()
-    try:
-        lent = lambda: runtime.executor.view().serving.get(training_dev) is not None  # noqa: E731
-        assert wait_for(lent, 60), "the idle training device was never lent to serving"
+    with _loop_running(runtime):
+        _wait_until_lent(runtime, training_dev)
         assert wait_for(lambda: store.get_setting("fleet.devices") and any(
             v.device_id == training_dev for v in store.recent_videos(0)), 120)  # fmt: skip
         job = store.create_job("t", command=[sys.executable, "-c", FAKE_TRAIN, "40"], devices=1)
@@ -69,9 +84,6 @@ def test_idle_training_capacity_is_lent_then_reclaimed_for_a_job_and_nothing_is_
         assert wait_for(lambda: store.get_job(job.id).status == JobStatus.SUCCEEDED, 60)
         done = lambda: all(store.get_video(i).status == VideoStatus.COMPLETED for i in ids)  # noqa: E731
         assert wait_for(done, 300), [store.get_video(i).status for i in ids]
-    finally:
-        stop.set()
-        loop.join(60)
     actions = [d.action for d in store.list_decisions(limit=10_000)]
     assert "lend" in actions and "reclaim" in actions and "start_training" in actions
     assert runtime.stats.reclaim_seconds and max(runtime.stats.reclaim_seconds) <= 2.0 + 2 * 0.5 + 1.0
@@ -88,19 +100,12 @@ def test_a_lent_device_left_idle_goes_back_to_the_training_pool(tmp_path):
     runtime, devices = _runtime(tmp_path, url, store, lend_idle_return_s=1.0)
     training_dev = devices[0].id
     ids = _videos(store, 4, steps=2)
-    stop = threading.Event()
-    loop = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
-    loop.start()
-    try:
-        lent = lambda: runtime.executor.view().serving.get(training_dev) is not None  # noqa: E731
-        assert wait_for(lent, 60), "the idle training device was never lent to serving"
+    with _loop_running(runtime):
+        _wait_until_lent(runtime, training_dev)
         done = lambda: all(store.get_video(i).status == VideoStatus.COMPLETED for i in ids)  # noqa: E731
         assert wait_for(done, 120), [store.get_video(i).status for i in ids]
         back = lambda: training_dev not in runtime.executor.view().serving  # noqa: E731
         assert wait_for(back, 30), "the lent device stayed lent with nothing to do"
-    finally:
-        stop.set()
-        loop.join(60)
     returns = [d for d in store.list_decisions(limit=10_000) if d.action == "reclaim" and d.target == training_dev]
     assert returns and "stood idle" in returns[-1].reason and returns[-1].reading["idle_s"] >= 1.0
 

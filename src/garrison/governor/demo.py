@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from garrison.core.fleet import JobStatus, VideoStatus
-from garrison.core.types import Device
+from garrison.core.types import DEFAULT_GUIDANCE, DEFAULT_STEPS, Device
 from garrison.energy.power import DevicePowerSampler
 from garrison.governor.executors.local import LocalExecutor, read_training_metrics, wait_for
 from garrison.governor.runtime import DevicePowerModel, GovernorRuntime
@@ -37,7 +37,6 @@ from garrison.hardware.cpu import CpuPowerModel
 from garrison.hardware.devices import fleet_devices
 from garrison.hardware.power_limit import CpuSlotLimiter, power_limit_info
 from garrison.store import NotFound, Store, open_store
-from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 DEMO_PROMPTS = (
     "a red circle moving right on a black background",

@@ -188,10 +188,11 @@ class GovernorRuntime:
         model = self.power_models[device.id]
         idle_since_s = None
         if assignment == "serving":
+            now_s = self.clock()
             if in_flight.get(device.id):
-                self._last_busy_s[device.id] = self.clock()
+                self._last_busy_s[device.id] = now_s
             else:
-                idle_since_s = self._last_busy_s.setdefault(device.id, self.clock())
+                idle_since_s = self._last_busy_s.setdefault(device.id, now_s)
         else:
             self._last_busy_s.pop(device.id, None)
         return DeviceState(

@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from garrison.core.types import MAX_PROMPT_CHARS
-from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from garrison.core.types import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_PROMPT_CHARS
 
 # Durations the SDK can send ("4", "8", "12", its default "4") and the built-in model's own shortest, "2".
 SECONDS_ALLOWED: tuple[str, ...] = ("2", "4", "8", "12")
