@@ -184,7 +184,10 @@ def render(params: ClipParams) -> np.ndarray:
 # --- captions ---------------------------------------------------------------------------------------------------
 
 # Training-time phrasings beyond the spec's template. The evaluation's free paraphrases
-# (evaluate/prompts.json) are written separately and do not reuse these frames.
+# (evaluate/prompts.json) are written separately: they reuse none of these frames, direction phrases or travel
+# verbs, so the paraphrase set still measures wording the model never saw. The variety is what teaches the model
+# to read a direction from a phrase ("from left to right", "towards the upper part of the picture") and a shape
+# from any position in the sentence, instead of from the template's word order.
 _TRAIN_FRAMES = (
     "{a} {color} {shape} {moving} {motion} on {a_bg} {background} {backdrop}",
     "{a} {color} {shape} {moving} {motion_adv} over {a_bg} {background} {backdrop}",
@@ -193,13 +196,30 @@ _TRAIN_FRAMES = (
     "{a} {color} {shape} that is {moving} {motion} across {a_bg} {background} {backdrop}",
     "{a} {color} {shape} {moving} {motion_adv}, {background} {backdrop}",
     "{background} {backdrop} with {a} {color} {shape} {moving} {motion}",
+    "{a} {shape} in {color}, {moving} {motion_adv} on {a_bg} {background} {backdrop}",
+    "{a} {color}-coloured {shape} {moving} {motion_adv}; the {backdrop} is {background}",
+    "the {shape} is {color} and the {backdrop} is {background}; it is {moving} {motion_adv}",
+    "here {a} {color} {shape} is {moving} {motion_adv} in front of {a_bg} {background} {backdrop}",
+    "{color} {shape}, {background} {backdrop}, {moving} {motion_adv}",
+    "a video of {a} {color} {shape} {moving} {motion_adv} with {a_bg} {background} {backdrop}",
+    "against {a_bg} {background} {backdrop} {a} {color} {shape} is {moving} {motion_adv}",
+    "{moving} {motion_adv}: {a} {color} {shape} on {a_bg} {background} {backdrop}",
+    "the {backdrop} is {background} while {a} {color} {shape} is {moving} {motion_adv}",
 )
 _MOTION_ADVERBS = {
-    "left": ("to the left", "leftwards", "left"),
-    "right": ("to the right", "rightwards", "right"),
-    "up": ("upwards", "up", "towards the top"),
-    "down": ("downwards", "down", "towards the bottom"),
+    "left": ("to the left", "leftwards", "left", "from right to left", "off to the left", "towards the left-hand side",
+             "in the direction of the left"),
+    "right": ("to the right", "rightwards", "right", "from left to right", "off to the right",
+              "towards the right-hand side", "in the direction of the right"),
+    "up": ("upwards", "up", "towards the top", "from bottom to top", "higher and higher",
+           "towards the upper part of the picture", "in the direction of the top"),
+    "down": ("downwards", "down", "towards the bottom", "from top to bottom", "lower and lower",
+             "towards the lower part of the picture", "in the direction of the bottom"),
 }
+# Travel verbs beyond the spec's synonyms of "moving" (training only, like the frames above).
+_TRAIN_VERBS = ("floating", "sweeping", "cruising", "flying", "creeping", "rolling", "sailing")
+# Nouns for the backdrop beyond the spec's; the evaluation's "screen", "scene", "canvas" and "field" stay unseen.
+_TRAIN_BACKDROPS = ("setting", "surface", "wall", "space")
 
 
 def _article(word: str) -> str:
@@ -226,21 +246,21 @@ def paraphrase_caption(params: ClipParams, rng: random.Random) -> str:
         a=_article(params.color),
         color=params.color,
         shape=shape,
-        moving=rng.choice(("moving", *w.synonyms["moving"])),
+        moving=rng.choice(("moving", *w.synonyms["moving"], *_TRAIN_VERBS)),
         motion=params.motion,
         motion_adv=rng.choice(_MOTION_ADVERBS[params.motion]),
         a_bg=_article(params.background),
         background=params.background,
-        backdrop=rng.choice(("background", *w.synonyms["background"])),
+        backdrop=rng.choice(("background", *w.synonyms["background"], *_TRAIN_BACKDROPS)),
     )
     return text
 
 
 def training_caption(params: ClipParams, rng: random.Random) -> str:
-    """Template 40%, synonyms 30%, paraphrase frames 30%."""
+    """Template 35%, synonyms 25%, paraphrase frames 40%."""
     u = rng.random()
-    if u < 0.4:
+    if u < 0.35:
         return params.caption()
-    if u < 0.7:
+    if u < 0.6:
         return synonym_caption(params, rng)
     return paraphrase_caption(params, rng)
