@@ -50,6 +50,27 @@ def power_limits(decisions: list, t0: float, config: dict) -> list[dict[str, Any
     return out
 
 
+def training_start_s(samples: list, started_ts: float | None) -> float:
+    """Seconds from the job's start until its slot first drew busy power: the start of the first sampled period in
+    which a device in the training state read above idle + half the span (the estimate model per core)."""
+    from garrison.hardware.cpu import CpuPowerModel
+
+    if started_ts is None:
+        return 0.0
+    p = CpuPowerModel.from_env()
+    threshold = p.idle_w_per_core + 0.5 * (p.active_w_per_core - p.idle_w_per_core)
+    previous_ts = started_ts
+    for s in sorted(samples, key=lambda s: s.ts):
+        if s.ts <= started_ts:
+            continue
+        states = s.extra.get("devices", {})
+        watts = s.extra.get("power_w_by_device", {})
+        if any(states.get(d) == "training" and w >= threshold for d, w in watts.items()):
+            return round(max(previous_ts - started_ts, 0.0), 4)
+        previous_ts = s.ts
+    return 0.0
+
+
 def extract_record(demo_dir: Path) -> dict[str, Any]:
     """The planner's view of a demo run, times in seconds from the governed phase's first sample."""
     summary = json.loads((demo_dir / "summary.json").read_text())
@@ -74,6 +95,8 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     config = summary["config"]
     return {
         "power_limits": power_limits(decisions, t0, config),
+        "training_start_s": training_start_s(samples, job.started_at),
+        "machine_cores": os.cpu_count(),
         "version": RECORD_VERSION,
         "source": str(demo_dir),
         "power_source": summary.get("power_source"),

@@ -83,3 +83,14 @@ def test_builtin_from_docs_and_recalibration():
     assert again.predict("builtin", "cpu-core", 1, 64, 64, 16, 6).seconds == pytest.approx(1.2)
     with pytest.raises(ProfileError):
         calibrate_builtin([], 5.6, "none")
+
+
+def test_the_fixed_part_of_a_prediction_is_the_points_overhead():
+    # 2.0 s at 12 steps, 1.2 s at 6 steps: 0.4 s fixed per request, 0.8 s per 6 steps.
+    fitted = calibrate_builtin([(64 * 64 * 16 * 12, 2.0), (64 * 64 * 16 * 6, 1.2)], 5.6, "test")
+    profile = CostProfile(points=(fitted,))
+    at_12 = profile.predict("builtin", "cpu-core", 1, 64, 64, 16, 12)
+    at_3 = profile.predict("builtin", "cpu-core", 1, 64, 64, 16, 3)
+    assert at_12.fixed_s == pytest.approx(0.4)
+    assert at_3.fixed_s == pytest.approx(0.4)  # fewer steps do not shorten it
+    assert at_3.seconds == pytest.approx(0.4 + 0.4)

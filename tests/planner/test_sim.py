@@ -154,3 +154,60 @@ def test_demand_that_can_never_be_met_says_why_and_ends():
     result = run_sites(scenario)[0]  # runs to its horizon, no hang
     # ~90% never start: the fleet serves about a tenth of the demand (idle training devices borrowed included).
     assert np.isnan(result.start_s).sum() > 0.85 * len(result.start_s)
+
+
+def one_slot_scenario(simulation: dict, training: list | None = None, devices: int = 1) -> dict:
+    return {
+        "name": "one-slot",
+        "horizon_s": 60,
+        "sites": [
+            {
+                "name": "m",
+                "power_cap_mw": 20e-6,
+                "pue": 1.0,
+                "devices": [
+                    {"chip": "cpu-core", "count": 1, "pool": "serving"},
+                    {"chip": "cpu-core", "count": devices, "pool": "training"},
+                ],
+            }
+        ],
+        "demand": {"users": 0},
+        "requests": [{"model": "builtin", "seconds": 2, "size": "64x64", "steps": 24}],
+        "training": training or [],
+        "governor": {"control_period_s": 1},
+        "simulation": simulation,
+    }
+
+
+def test_a_quality_rung_shortens_only_the_part_that_grows_with_the_clip():
+    from garrison.core.fleet import QUALITY_LADDER
+    from garrison.planner.profiles import calibrate_builtin
+
+    # A profile with 0.3 s per request that no rung shortens (watermark, encoding, signing) and 1.2 s of denoising.
+    work = 64 * 64 * 16 * 24
+    point = calibrate_builtin([(work, 1.5), (work / 2, 0.9)], 5.6, "test")
+    scenario = parse_scenario(one_slot_scenario({}))
+    sim = SiteSimulator(scenario, 0, np.zeros(0), np.zeros(0, dtype=np.int32), profile=CostProfile(points=(point,)))
+    assert sim.rung_s(0)[0, 0] == pytest.approx(1.5)
+    top = QUALITY_LADDER[5]
+    scale = top.steps_for(24) / 24 * top.native_scale**2
+    assert scale < 0.5
+    assert sim.rung_s(5)[0, 0] == pytest.approx(0.3 + 1.2 * scale)
+    # The service time a request gets at the top rung keeps the fixed part: one request alone, served at rung 5
+    # would take 1.5 x scale if the rung scaled everything.
+    assert sim.rung_s(5)[0, 0] > 1.5 * scale + 0.25
+
+
+def test_training_start_up_draws_idle_power_and_delays_the_work():
+    training = [{"name": "t", "devices": 1, "duration_s": 10, "start_s": 2}]
+    plain = run_sites(parse_scenario(one_slot_scenario({}, training)))[0]
+    slow = run_sites(parse_scenario(one_slot_scenario({"training_start_s": 3.0}, training)))[0]
+    a, b = plain.jobs[0], slow.jobs[0]
+    assert a.started_s == b.started_s
+    assert b.finished_s - b.started_s == pytest.approx(a.finished_s - a.started_s + 3.0)
+    started = int(b.started_s)
+    # Idle serving slot + a training slot that draws idle power for the three periods of its start-up, then busy.
+    idle_w, busy_w = 1.7, 5.6
+    assert slow.power_w[started : started + 3] == pytest.approx([2 * idle_w] * 3)
+    assert slow.power_w[started + 3] == pytest.approx(idle_w + busy_w)
+    assert plain.power_w[started] == pytest.approx(idle_w + busy_w)

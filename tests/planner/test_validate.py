@@ -1,10 +1,12 @@
 """The simulator against a measured `garrison demo` run on this machine (a record extracted from it ships in
 tests/planner/data/; benchmarks/planner_fidelity.py made it). The errors are printed: pytest -s shows them.
 
-Two recorded runs of the same demo (run 1 and run 2, minutes apart on the same loaded machine), the profile
-calibrated on each run's first burst and the rest predicted. Run 1: latency 8%, energy 26%, training 6% off.
-Run 2: latency 50%, energy 30%, training 2% off. Training throughput meets the issue's 10% on both; latency meets it
-on run 1 only and energy on neither. The bounds below are those two runs' figures with some margin, not the target.
+Three recorded runs of the same demo on the same loaded 2-core machine (runs 1 and 2 on 2026-11-25, run 3 on
+2026-11-26 with the training start-up and core count recorded), the profile calibrated on each run's first burst and
+the rest predicted. Latency, energy, training throughput off by: run 1 8%, 20%, 6%; run 2 1%, 16%, 2%; run 3 5%, 15%,
+2%. Joules per video are predicted as the demo counts them (the machine's meter over the generation; validate.py):
+before that they were 26%, 16% and 31% off. Energy does not meet the issue's 10% on these runs; the bounds below are
+the runs' figures with some margin, not the target.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from garrison.planner.validate import calibration_videos, limit_at_w, predict_demo
+from garrison.planner.validate import (
+    background_share,
+    calibration_videos,
+    fleet_busy_cores,
+    limit_at_w,
+    meter_w,
+    predict_demo,
+)
 
 DATA = Path(__file__).with_name("data")
-RECORDS = ("demo_record.json", "demo_record_run2.json")
+RECORDS = ("demo_record.json", "demo_record_run2.json", "demo_record_run3.json")
 
 
 @pytest.fixture(scope="module", params=RECORDS)
@@ -37,8 +46,8 @@ def test_demo_replay_against_the_measured_run(record):
     assert out["relative_error"]["training_steps_per_s_governed"] < 0.10
     power_error = abs(out["mean_power_w_predicted"] - out["power_mean_w_measured"]) / out["power_mean_w_measured"]
     assert power_error < 0.15
-    assert out["relative_error"]["latency_mean_s"] < 0.60
-    assert out["relative_error"]["joules_per_video"] < 0.40
+    assert out["relative_error"]["latency_mean_s"] < 0.15
+    assert out["relative_error"]["joules_per_video"] < 0.25
 
 
 def test_calibration_sets(record):
@@ -62,3 +71,29 @@ def test_power_limit_timeline(record):
 def test_a_record_of_another_version_is_refused(record):
     with pytest.raises(ValueError, match="version"):
         predict_demo({**record, "version": 99})
+
+
+def test_the_meter_counts_the_machine_and_other_work_fills_what_the_fleet_leaves():
+    # The estimate meter on 2 cores: 3.4 W idle, 11.2 W with both busy.
+    assert meter_w(2, 0.0) == pytest.approx(3.4)
+    assert meter_w(2, 2.0) == pytest.approx(11.2)
+    serving_under_quota = fleet_busy_cores(0.25, 1)  # a quarter of the serving core, the training core fully
+    assert serving_under_quota == pytest.approx(1.25)
+    quiet = [(0.5, 0.5 * meter_w(2, serving_under_quota), serving_under_quota)]
+    loaded = [(0.5, 0.5 * meter_w(2, 2.0), serving_under_quota), (0.2, 0.2 * meter_w(2, 2.0), 1.0)]
+    half = [(1.0, meter_w(2, 1.5), 1.0)]
+    assert background_share(quiet, 2) == pytest.approx(0.0)
+    assert background_share(loaded, 2) == pytest.approx(1.0)
+    assert background_share(half, 2) == pytest.approx(0.5)
+    assert background_share([(1.0, meter_w(2, 2.0), 2.0)], 2) == 0.0  # nothing left free: nothing to learn
+
+
+def test_joules_per_video_follow_the_metered_window_not_the_occupancy(record):
+    """The demo's joules cover the generation only: predicted joules over predicted occupancy stay below the metered
+    power, by the share of the occupancy spent watermarking, encoding and signing."""
+    out = predict_demo(record, "first_burst")
+    metered_w = out["calibration"]["metered_w"]
+    assert metered_w == pytest.approx(11.2, rel=0.1)  # this loaded machine: both cores busy in every window
+    assert out["calibration"]["background_share"] > 0.9
+    joules_per_s = out["predicted"]["joules_per_video"] / out["predicted_occupancy_mean_s"]
+    assert joules_per_s < 0.8 * metered_w

@@ -203,12 +203,18 @@ def calibrate_builtin(work_and_seconds: list[tuple[float, float]], power_w: floa
 
 @dataclass(frozen=True)
 class Prediction:
-    """One generation's predicted cost on one device: seconds, joules, and the device's power while it runs."""
+    """One generation's predicted cost on one device: seconds, joules, and the device's power while it runs.
+
+    `fixed_s` is the part of `seconds` that does not scale with the clip (the point's per-batch overhead: text
+    encoding, watermarking, encoding, signing for the built-in model): a quality rung with fewer steps or a smaller
+    native size shortens only `seconds - fixed_s`.
+    """
 
     seconds: float
     joules: float
     power_w: float
     basis: str
+    fixed_s: float = 0.0
 
 
 class CostProfile:
@@ -282,7 +288,8 @@ class CostProfile:
         overhead_j = 0.0 if p.joules_include_overhead else p.overhead_s * p.power_w / batch
         joules = (p.joules_per_video * work + overhead_j) * energy_factor
         power_w = joules * batch / seconds
-        return Prediction(seconds=seconds, joules=joules, power_w=power_w, basis=basis)
+        fixed_s = p.overhead_s * time_factor
+        return Prediction(seconds=seconds, joules=joules, power_w=power_w, basis=basis, fixed_s=fixed_s)
 
     def frames_for(self, model: str, seconds: float) -> int:
         """Frames of a clip of `seconds` at the model's native frame rate."""

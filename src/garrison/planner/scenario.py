@@ -165,7 +165,9 @@ class Simulation(_Strict):
     (limit / busy power) ** `power_perf_exponent` (1/3: dynamic power ~ f^3 under DVFS, speed ~ f).
     `service_time: exponential` draws each request's time from an exponential with the profile's mean (for
     checking against M/M/c); the default is the profile's time itself. `worker_start_s`: seconds a device put to
-    serving takes before it takes work (a worker process loading the model)."""
+    serving takes before it takes work (a worker process loading the model). `training_start_s`: seconds a started
+    training job's devices take before they train (the training process starting): they draw idle power and do no
+    work meanwhile."""
 
     max_units_per_site: int = Field(default=64, ge=1, le=4096)
     idle_fraction: float = Field(default=0.15, ge=0, lt=1)
@@ -173,6 +175,7 @@ class Simulation(_Strict):
     power_perf_exponent: float = Field(default=1 / 3, gt=0, le=1)
     service_time: Literal["deterministic", "exponential"] = "deterministic"
     worker_start_s: float = Field(default=0.0, ge=0, le=3600)
+    training_start_s: float = Field(default=0.0, ge=0, le=3600)
 
 
 class Search(_Strict):

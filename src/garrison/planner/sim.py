@@ -209,6 +209,7 @@ class SiteSimulator:
         self.chip_index = {c: i for i, c in enumerate(site_chips)}
         self.base_s = np.zeros((len(site_chips), len(kinds_spec)))
         self.base_j = np.zeros_like(self.base_s)
+        self.fixed_s = np.zeros_like(self.base_s)  # the part of base_s a quality rung does not shorten
         weights = np.array([r.weight for r in kinds_spec]) / sum(r.weight for r in kinds_spec)
         powers = {}
         for ci, c in enumerate(site_chips):
@@ -220,6 +221,7 @@ class SiteSimulator:
                 except ValueError as error:
                     raise ScenarioError(f"requests[{ri}] on {c}: {error}") from None
                 self.base_s[ci, ri], self.base_j[ci, ri] = p.seconds, p.joules
+                self.fixed_s[ci, ri] = min(p.fixed_s, p.seconds)
             busy = float(np.sum(weights * self.base_j[ci] / self.base_s[ci]))
             powers[c] = chip_power(scenario, c, chips.get(c), busy)
         self.chip_powers = powers
@@ -292,6 +294,12 @@ class SiteSimulator:
         self._level_mean = self.kind_weights @ self.level_factor  # [level]
         self._chip_of_unit = np.array([self.chip_index[u.chip] for u in self.units])
         self.service_multiplier = service_multiplier
+
+    def rung_s(self, quality: int) -> np.ndarray:
+        """Seconds per request [chip, kind] at full speed on one device at rung `quality`: the rung scales the part
+        that grows with the clip (steps x native pixels); the fixed part (the profile's per-request overhead) stays."""
+        fixed = self.fixed_s
+        return fixed + (self.base_s - fixed) * self.level_factor[:, quality][None, :]
 
     # --- governor view --------------------------------------------------------------------------------------------
 
@@ -607,7 +615,7 @@ class SiteSimulator:
                 exp = self.scenario.simulation.power_perf_exponent
                 slow = np.array([1.0 / speed_under_limit(u.chip, u.power, u.limit_w, exp) for u in units])
                 # svc[u, kind]: seconds one slot of unit u takes for a request of each kind at this rung.
-                svc = self.base_s[self._chip_of_unit] * self.level_factor[:, quality][None, :] * m * slow[:, None]
+                svc = self.rung_s(quality)[self._chip_of_unit] * m * slow[:, None]
                 enabled = serving_unit[slot_unit] & (slot_rank < concurrency)
                 avail = np.where(enabled, np.maximum(busy_until, t0), np.inf)
                 cand = np.flatnonzero(avail < t1)
@@ -694,28 +702,33 @@ class SiteSimulator:
             # --- training progress and the period's power -------------------------------------------------------
             span = t1 - t0
             exp = self.scenario.simulation.power_perf_exponent
+            training_start_s = self.scenario.simulation.training_start_s
+            train_frac = np.ones(U)  # share of the period a training unit trains (0 while its process starts)
             for job in self.jobs:
                 if job.status != JobStatus.RUNNING:
                     continue
                 speed = min(speed_under_limit(units[i].chip, units[i].power, units[i].limit_w, exp) for i in job.units)
                 left = job.duration_s - job.work_s
-                if speed * span >= left:
+                work_from = max(t0, (job.started_s or 0.0) + training_start_s)
+                work_span = max(t1 - work_from, 0.0)
+                if speed * work_span >= left:
                     job.work_s = job.duration_s
-                    job.finished_s = t0 + left / speed
+                    job.finished_s = work_from + left / speed
                     job.status = JobStatus.SUCCEEDED
                     for i in job.units:
-                        training_device_s += units[i].size * left / speed
+                        training_device_s += units[i].size * (job.finished_s - t0)
                         units[i].assignment, units[i].job_id = "idle", None
                 else:
-                    job.work_s += speed * span
+                    job.work_s += speed * work_span
                     for i in job.units:
                         training_device_s += units[i].size * span
+                        train_frac[i] = work_span / span if span > 0 else 1.0
             running += diff[:, j]
             busy = partial[:, j] + running * P
             limits = np.array([u.limit_w for u in units]) * sizes
             util = np.clip(busy / (span * sizes * m), 0.0, 1.0) if span > 0 else np.zeros(U)
             training_now = np.array([u.assignment == "training" for u in units])
-            util = np.where(training_now, 1.0, util)
+            util = np.where(training_now, train_frac, util)
             power_now = np.minimum(idle + span_w * util, np.maximum(limits, idle))
             power_series[j] = power_now.sum()
             queue_series[j] = queue_depth
