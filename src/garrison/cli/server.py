@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         from garrison.hardware.cpu import CpuPowerModel
         from garrison.hardware.devices import fleet_devices
         from garrison.hardware.power_limit import CpuSlotLimiter
-        from garrison.server.app import create_app
+        from garrison.server.app import configure_server_process, create_app
         from garrison.server.logs import configure_json_logging
         from garrison.store import StoreError, default_url, open_store
 
@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
             if admin_key:
                 err_console.print(f"  admin key (shown once): [bold]{admin_key}[/]", highlight=False)
         configure_json_logging()
+        configure_server_process()
         governor.start()
         server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_config=None, access_log=False))
         # uvicorn shuts down on SIGINT/SIGTERM, then re-raises the signal to the handler that was there before it:

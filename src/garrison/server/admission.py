@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from garrison.core.fleet import QUALITY_LADDER, Cost
@@ -59,18 +60,27 @@ def _model_config() -> Any:
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> Any:
-    from transformers import AutoTokenizer
+    """The text encoder's tokenizer (its `tokenizer.json`, read by `tokenizers`: transformers' AutoTokenizer gives
+    the same ids but would import transformers into the server for nothing), truncated as the encoder truncates."""
+    from tokenizers import Tokenizer
 
-    from garrison.video.models.text_encoder import model_dir
+    from garrison.video.models.text_encoder import MAX_TEXT_TOKENS, model_dir
 
-    return AutoTokenizer.from_pretrained(model_dir())
+    tokenizer = Tokenizer.from_file(str(Path(model_dir()) / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=MAX_TEXT_TOKENS)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def token_count(prompt: str) -> int:
+    """Tokens of `prompt` the text encoder attends to (special tokens included, truncated)."""
+    return len(_tokenizer().encode(prompt).ids)
 
 
 def estimate_flops(prompt: str, seconds: int, size: str, steps: int, guidance: float, level: int) -> float:
     """Analytic FLOPs of a request on the built-in model at quality rung `level` (no weights loaded)."""
     from garrison.core.types import VideoSpec
     from garrison.video.data.world import load_world
-    from garrison.video.models.text_encoder import MAX_TEXT_TOKENS
     from garrison.video.pipelines.builtin import render_size
     from garrison.video.pipelines.flops import generation_flops
 
@@ -81,10 +91,7 @@ def estimate_flops(prompt: str, seconds: int, size: str, steps: int, guidance: f
     (w, h), _ = render_size(spec, cfg.patch_hw)
     frames = seconds * load_world().fps
     grid = (frames // cfg.patch_t, h // cfg.patch_hw, w // cfg.patch_hw)
-    tokenizer = _tokenizer()
-    prompt_tokens = len(tokenizer(prompt, truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"])
-    null_tokens = len(tokenizer("", truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"])
-    return float(generation_flops(cfg, grid, prompt_tokens, null_tokens, spec.steps, guidance != 1.0))
+    return float(generation_flops(cfg, grid, token_count(prompt), token_count(""), spec.steps, guidance != 1.0))
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,9 @@ class Admission:
             mode = "open"
         recent = [
             v
-            for v in store.recent_videos(since=now_s - PROFILE_WINDOW_S)
-            if v.status == "completed" and v.flops and v.seconds_wall and v.joules is not None
-        ][-PROFILE_SAMPLES:]
+            for v in store.completed_videos(since=now_s - PROFILE_WINDOW_S, limit=PROFILE_SAMPLES)
+            if v.flops and v.seconds_wall and v.joules is not None
+        ]
         profile = None
         if recent:
             try:

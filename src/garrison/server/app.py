@@ -190,10 +190,24 @@ def create_app(
     return app
 
 
+def configure_server_process() -> None:
+    """Process-wide settings for a process that serves the API; call once, before serving.
+
+    torch runs one intra-op thread: the only model the server runs is the prompt policy's sentence encoder, on one
+    prompt a request, so parallelism comes from concurrent requests, and a pool of OpenMP threads per forward pass
+    (one per core by default) only spins against the event loop and the other requests for the same cores (on
+    2 cores it doubled the CPU time of a create and made its latency erratic under load).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def app_from_env() -> FastAPI:
     """The app configured from the environment (for `uvicorn --factory`): GARRISON_DB_URL, GARRISON_CONTENT_DIR,
     GARRISON_CORS_ORIGINS (comma-separated; unset = CORS off)."""
     configure_json_logging()
+    configure_server_process()
     origins = [o.strip() for o in os.environ.get("GARRISON_CORS_ORIGINS", "").split(",") if o.strip()]
     return create_app(
         store_url=os.environ.get("GARRISON_DB_URL") or None,
@@ -215,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cors-origin", action="append", default=None, help="Allow this origin (repeatable).")
     args = parser.parse_args(argv)
     configure_json_logging()
+    configure_server_process()
     app = create_app(store_url=args.store, content_dir=args.content_dir, cors_origins=args.cors_origin)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0

