@@ -2,7 +2,12 @@
 card that names every stage: evaluates the weights at the pipeline's defaults over every public prompt and writes
 model.safetensors, config.json, model_card.json and model_card.md into --out.
 
-    python scripts/gpu/ship_card.py --weights DIR --base CARD.json --stage "WHAT=train.log" [--stage ...] --out DIR
+    python scripts/gpu/ship_card.py --weights DIR --base CARD.json --stage "WHAT=train.log" [--stage ...] --out DIR \
+        [--faithfulness REPORT.json]
+
+`--faithfulness` takes the `--out` report of `garrison eval faithfulness --checkpoint DIR` over every prompt (seed 0,
+the pipeline's defaults) instead of evaluating again: a full evaluation takes 10-35 minutes on the 2-core CPU. The
+report must name the same weights folder and the same steps and guidance.
 
 `--base` is the card of the run the first fine-tune started from; each `train.log` is what scripts/gpu/train_cuda.py
 printed (its last line is the run's summary and configuration).
@@ -17,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from garrison.video.data.world import caption_mix_text
 from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS, BuiltinPipeline
 from garrison.video.training.model_card import CARD_JSON, CARD_MD, render_markdown, run_faithfulness
 
@@ -51,12 +57,28 @@ def read_stage(what: str, log: Path) -> dict[str, Any]:
     }
 
 
+def reuse_report(path: Path, weights: Path) -> dict[str, Any]:
+    """A full `garrison eval faithfulness --out` report of these weights at the defaults, or SystemExit saying why not."""
+    report = json.loads(path.read_text())
+    if Path(report["checkpoint"]).resolve() != weights.resolve():
+        raise SystemExit(f"{path} evaluated {report['checkpoint']}, not {weights}")
+    if (report["steps"], report["guidance"]) != (DEFAULT_STEPS, DEFAULT_GUIDANCE):
+        raise SystemExit(f"{path} ran {report['steps']} steps, guidance {report['guidance']}; the defaults differ")
+    from garrison.video.evaluate.faithfulness import load_prompt_sets
+
+    for name, prompts in load_prompt_sets().items():
+        if report["sets"][name]["n"] != len(prompts):
+            raise SystemExit(f"{path} judged {report['sets'][name]['n']} of the {len(prompts)} {name} prompts")
+    return {"all_four": report["all_four"], "sets": report["sets"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--base", type=Path, required=True)
     ap.add_argument("--stage", action="append", required=True, help="WHAT=path/to/train.log")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--faithfulness", type=Path, default=None, help="a finished full evaluation of --weights")
     args = ap.parse_args()
     base = json.loads(args.base.read_text())
     stages = [read_stage(what, Path(log)) for what, log in (s.split("=", 1) for s in args.stage)]
@@ -69,8 +91,11 @@ def main() -> None:
         st["reproduce"] = f"INIT_FROM=<stage {number - 1} weights> {st['reproduce']}"
     last = stages[-1]
     recipe = {**last["config"], "model": base["recipe"]["model"], "out_dir": "/tmp/runs/gpu"}
-    pipeline = BuiltinPipeline.load(args.weights)
-    faithfulness = run_faithfulness(pipeline, None, DEFAULT_STEPS, DEFAULT_GUIDANCE, seed=0)
+    faithfulness = (
+        reuse_report(args.faithfulness, args.weights)
+        if args.faithfulness
+        else run_faithfulness(BuiltinPipeline.load(args.weights), None, DEFAULT_STEPS, DEFAULT_GUIDANCE, seed=0)
+    )
     card = {
         **base,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -78,7 +103,13 @@ def main() -> None:
         "wall_s": last["wall_s"],
         "machine": last["machine"],
         "device": last["device"],
-        "data": {**base["data"], "batch_tokens": recipe["batch_tokens"], "clips_seen": last["clips_seen"]},
+        "data": {
+            **base["data"],
+            "batch_tokens": recipe["batch_tokens"],
+            "clips_seen": last["clips_seen"],
+            # the last stage's mix (the code's now); earlier stages' are in git history
+            "captions": f"{caption_mix_text()}; {recipe['cfg_dropout']:.0%} dropped for CFG",
+        },
         "recipe": recipe,
         "final_loss": last["final_loss"],
         "faithfulness": {

@@ -207,14 +207,42 @@ _TRAIN_FRAMES = (
     "the {backdrop} is {background} while {a} {color} {shape} is {moving} {motion_adv}",
 )
 _MOTION_ADVERBS = {
-    "left": ("to the left", "leftwards", "left", "from right to left", "off to the left", "towards the left-hand side",
-             "in the direction of the left"),
-    "right": ("to the right", "rightwards", "right", "from left to right", "off to the right",
-              "towards the right-hand side", "in the direction of the right"),
-    "up": ("upwards", "up", "towards the top", "from bottom to top", "higher and higher",
-           "towards the upper part of the picture", "in the direction of the top"),
-    "down": ("downwards", "down", "towards the bottom", "from top to bottom", "lower and lower",
-             "towards the lower part of the picture", "in the direction of the bottom"),
+    "left": (
+        "to the left",
+        "leftwards",
+        "left",
+        "from right to left",
+        "off to the left",
+        "towards the left-hand side",
+        "in the direction of the left",
+    ),
+    "right": (
+        "to the right",
+        "rightwards",
+        "right",
+        "from left to right",
+        "off to the right",
+        "towards the right-hand side",
+        "in the direction of the right",
+    ),
+    "up": (
+        "upwards",
+        "up",
+        "towards the top",
+        "from bottom to top",
+        "higher and higher",
+        "towards the upper part of the picture",
+        "in the direction of the top",
+    ),
+    "down": (
+        "downwards",
+        "down",
+        "towards the bottom",
+        "from top to bottom",
+        "lower and lower",
+        "towards the lower part of the picture",
+        "in the direction of the bottom",
+    ),
 }
 # Travel verbs beyond the spec's synonyms of "moving" (training only, like the frames above).
 _TRAIN_VERBS = ("floating", "sweeping", "cruising", "flying", "creeping", "rolling", "sailing")
@@ -256,11 +284,19 @@ def paraphrase_caption(params: ClipParams, rng: random.Random) -> str:
     return text
 
 
+# How often each kind of caption is drawn (the model card quotes it).
+CAPTION_MIX = {"spec template": 0.35, "spec synonyms": 0.25, "training paraphrase frames": 0.40}
+
+
+def caption_mix_text() -> str:
+    return ", ".join(f"{name} {share:.0%}" for name, share in CAPTION_MIX.items())
+
+
 def training_caption(params: ClipParams, rng: random.Random) -> str:
-    """Template 35%, synonyms 25%, paraphrase frames 40%."""
+    """A caption drawn by CAPTION_MIX: the template, the template with synonyms, or a paraphrase frame."""
     u = rng.random()
-    if u < 0.35:
+    if u < CAPTION_MIX["spec template"]:
         return params.caption()
-    if u < 0.6:
+    if u < CAPTION_MIX["spec template"] + CAPTION_MIX["spec synonyms"]:
         return synonym_caption(params, rng)
     return paraphrase_caption(params, rng)

@@ -16,7 +16,7 @@ from typing import Any
 
 from garrison.core.types import VideoSpec
 from garrison.video.data.stream import DURATION_WEIGHTS, stream_plans
-from garrison.video.data.world import ASPECTS
+from garrison.video.data.world import ASPECTS, caption_mix_text
 from garrison.video.pipelines.builtin import BuiltinPipeline
 from garrison.video.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from garrison.video.training.train import TrainConfig
@@ -79,7 +79,7 @@ def finish_run(
             "durations_s_weights": DURATION_WEIGHTS,
             "aspects": {k: f"{w}x{h}" for k, (w, h) in ASPECTS.items()},
             "batch_tokens": cfg.batch_tokens,
-            "captions": "spec template 40%, spec synonyms 30%, training paraphrase frames 30%; 10% dropped for CFG",
+            "captions": f"{caption_mix_text()}; {cfg.cfg_dropout:.0%} dropped for CFG",
             "clips_seen": clips_seen(cfg, summary["steps"]),
         },
         "recipe": json.loads(json.dumps(asdict(cfg), default=str)),
