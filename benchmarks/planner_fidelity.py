@@ -93,7 +93,15 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
         return None if ts is None else round(ts - t0, 4)
 
     config = summary["config"]
+    # What the videos' joules cover: their serving core (workers on core slots say "cores N" since 2026-11-26) or
+    # the whole machine (runs before that say nothing).
+    scopes = {
+        str(((v.provenance or {}).get("energy") or {}).get("meter_scope"))
+        for v in videos
+        if str(v.status) == "completed"
+    }
     return {
+        "meter_scope": "core" if scopes and all(x.startswith("cores ") for x in scopes) else "machine",
         "power_limits": power_limits(decisions, t0, config),
         "training_start_s": training_start_s(samples, job.started_at),
         "machine_cores": os.cpu_count(),

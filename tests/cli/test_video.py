@@ -53,6 +53,24 @@ def test_generate_writes_an_mp4_and_reports_the_contract_fields(tmp_path):
     assert report["manifest"]["digital_source_type"] == "trainedAlgorithmicMedia"
 
 
+def test_generate_pinned_to_one_core_is_metered_on_that_core(tmp_path, monkeypatch):
+    # As `taskset -c 0 garrison generate ...` would be: its work can only land on core 0, so core 0 is metered.
+    from garrison.hardware import devices
+    from garrison.hardware.cpu import CLOCK_TICKS_PER_S, CpuPowerModel
+
+    monkeypatch.setattr(devices, "pinned_cores", lambda: [0])
+    result = run("generate", PROMPT, "--steps", "3", "--out", str(tmp_path / "c.mp4"), "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    if record["energy_source"] != "estimate":
+        pytest.skip("a RAPL or NVML counter meters the package or GPU, whatever the affinity")
+    assert record["chip"] == "cpu-core"
+    p = CpuPowerModel.from_env()
+    # one core's watts at most over the generation (plus a 10 ms tick), not the machine's
+    assert record["joules"] <= p.active_w_per_core * (record["seconds"] + 0.05) + 2 * 3.9 / CLOCK_TICKS_PER_S
+    assert record["efficiency_vs_limit"] >= 1.0
+
+
 def test_a_refused_prompt_is_a_reason_and_no_file(tmp_path):
     out = tmp_path / "clip.mp4"
     result = run("generate", "Mickey Mouse waving at the crowd", "--out", str(out))

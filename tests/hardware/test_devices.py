@@ -69,3 +69,42 @@ def test_a_cpu_core_has_no_settable_power_limit():
     assert not info.settable and "no per-device limit" in info.reason
     with pytest.raises(PowerLimitError, match="not settable"):
         set_power_limit(core, 100.0)
+
+
+def test_a_core_slot_is_its_own_device_and_its_own_chip(monkeypatch, cpu_peak_cache):
+    import torch
+
+    from garrison.hardware import devices
+    from garrison.hardware.cpu import CpuPowerModel, cpu_chip, cpu_peak
+    from garrison.hardware.devices import core_device, core_index, cpu_scope_device
+
+    assert core_index("core:3") == 3 and core_index("cpu:0") is None and core_index("gpu:1") is None
+    assert core_index("core:x") is None
+    core = core_device(1)
+    assert (core.id, core.kind, core.index, core.cores) == ("core:1", "cpu-core", 1, 1)
+    assert cpu_scope_device([1]) == core and cpu_scope_device(None) == cpu_device()
+    pair = cpu_scope_device([0, 2])
+    assert (pair.id, pair.kind, pair.cores) == ("cpu:0", "cpu", 2)
+    # One core: one thread's share of the measured peak, one core's active watts.
+    cpu_peak_cache(fp32_flops=40e9 * torch.get_num_threads(), bf16_flops=80e9 * torch.get_num_threads())
+    power = CpuPowerModel(active_w_per_core=5.0, idle_w_per_core=1.0)
+    chip = chip_for_device(core, power)
+    assert chip.tdp_w == pytest.approx(5.0)
+    assert chip.flop_per_joule("fp32") == pytest.approx(40e9 / 5.0)
+    monkeypatch.setattr(devices, "cpu_core_count", lambda: 4)  # two of four CPUs: a chip of two cores
+    assert chip_for_device(pair, power).peak_flops("bf16") == pytest.approx(2 * 80e9)
+    assert chip_for_device(pair, power).tdp_w == pytest.approx(10.0)
+    whole = Device(id="cpu:0", kind="cpu", index=0, name="x", chip="cpu", cores=4)
+    assert chip_for_device(whole, power) == cpu_chip(cpu_peak(), power)  # the whole CPU: as before
+
+
+def test_pinned_cores_are_none_unless_the_process_is_pinned_to_a_subset(monkeypatch):
+    import os
+
+    from garrison.hardware import devices
+
+    monkeypatch.setattr(devices, "cpu_core_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert devices.pinned_cores() is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 1})
+    assert devices.pinned_cores() == [1, 3]

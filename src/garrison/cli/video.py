@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
         from garrison.energy.meters import get_meter
         from garrison.energy.report import energy_fields
-        from garrison.hardware.devices import cpu_device
+        from garrison.hardware.devices import cpu_device, cpu_scope_device, pinned_cores
         from garrison.shield.verify import protect, screen_prompt, sign_and_register
 
         decisions = [screen_prompt(job.spec.prompt) for job in jobs]  # audited by the shield
@@ -146,9 +146,13 @@ def register(app: typer.Typer) -> None:
 
         if pipeline is None:
             pipeline = _load_pipeline(checkpoint)
-        # the built-in pipeline runs on the CPU; a diffusers model says where it runs
-        meter = get_meter()
+        # the built-in pipeline runs on the CPU; a diffusers model says where it runs. On the CPU, a process pinned
+        # to some cores (taskset) is metered on those alone, as a serving worker on its core slot is.
         device = pipeline.energy_device() if hasattr(pipeline, "energy_device") else cpu_device()
+        cores = pinned_cores() if device.kind == "cpu" else None
+        meter = get_meter(cores=cores)
+        if cores is not None and meter.source == "estimate":  # a RAPL figure stays the package's: so does its device
+            device = cpu_scope_device(cores)
         with progress_bar(not as_json) as progress:
             for n, (job, decision) in enumerate(zip(jobs, decisions, strict=True)):
                 if decision.decision == "refuse":  # batch mode: report it and go on with the others

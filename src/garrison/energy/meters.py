@@ -10,8 +10,10 @@ Three backends, each labelled with its `source` in every Measurement it returns:
   reads often enough that no window can hide two wraps.
 - `EstimateMeter` ("estimate"): no counter at all. CPU energy from a stated model, `CpuPowerModel.joules`:
   E = idle_w_per_core x cores x seconds + (active_w_per_core - idle_w_per_core) x busy CPU-seconds, the busy time
-  being the machine's, read from /proc/stat (so it covers child processes and the device as a whole, like a real
-  counter). Its assumptions are printed by `garrison energy info`.
+  read from /proc/stat (so it covers child processes and the device as a whole, like a real counter). Its scope is
+  the whole machine (the aggregate `cpu` line, every core's idle power) or, given `cores`, just those logical CPUs
+  (their `cpuN` lines, their idle power, one "core:N" device each), as NVML meters one GPU and not its neighbours.
+  Its assumptions are printed by `garrison energy info`.
 
 `get_meter()` picks the first that works in that order and says why the others did not.
 
@@ -36,14 +38,20 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from garrison.core.types import Device, Measurement
-from garrison.hardware.cpu import CLOCK_TICKS_PER_S, CpuPowerModel, cpu_model_name, read_cpu_times
-from garrison.hardware.devices import cpu_device, nvml_gpus
+from garrison.hardware.cpu import (
+    CLOCK_TICKS_PER_S,
+    CpuPowerModel,
+    cpu_model_name,
+    read_cpu_times,
+    read_per_cpu_times,
+)
+from garrison.hardware.devices import core_device, cpu_device, nvml_gpus
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +227,17 @@ class Meter(ABC):
 
 
 class EstimateMeter(Meter):
-    """CPU energy from `CpuPowerModel` and the machine's busy CPU time; no hardware counter involved.
+    """CPU energy from `CpuPowerModel` and busy CPU time; no hardware counter involved.
 
-    Busy time comes from /proc/stat (all processes, like a package counter). Where /proc/stat cannot be read, it
-    falls back to this process's own CPU time (itself plus children it has waited for), says so in `info()` and in
-    every Measurement's notes, since that then leaves out other processes' work.
+    Scope: `cores=None` meters the whole machine, one device "cpu:0": busy time from /proc/stat's aggregate line (all
+    processes, like a package counter) and every core's idle power. `cores=[1]` meters logical CPU 1 alone, device
+    "core:1": its own `cpu1` line and one core's idle power, so a worker pinned there is charged what its core used,
+    not the training job on the core beside it. Busy time on a core is everything the kernel ran there (a GPU's
+    counter also counts every process on that GPU); each core gets its own joules in `joules_by_device`.
+
+    Where /proc/stat cannot be read, it falls back to this process's own CPU time (itself plus children it has
+    waited for) with the scope's idle power, says so in `info()` and in every Measurement's notes, since that then
+    leaves out other processes' work.
     """
 
     source = "estimate"
@@ -234,59 +248,113 @@ class EstimateMeter(Meter):
         proc_root: Path = DEFAULT_PROC_ROOT,
         reason: str = "",
         clock: Callable[[], float] = time.perf_counter,
+        cores: Sequence[int] | None = None,
     ):
-        self.power = power or CpuPowerModel.from_env()
-        device = cpu_device()
-        if self.power.cores:
-            device = Device(id=device.id, kind="cpu", index=0, name=device.name, chip="cpu", cores=self.power.cores)
-        super().__init__([device], reason=reason, clock=clock)
+        power = power or CpuPowerModel.from_env()
+        self.cores: tuple[int, ...] | None = None
+        if cores is not None:
+            self.cores = tuple(sorted({int(c) for c in cores}))
+            if not self.cores or min(self.cores) < 0:
+                raise ValueError(f"cores must name logical CPUs (ints >= 0), got {list(cores)!r}")
+            # idle power of just these cores; the same per-core watts
+            power = CpuPowerModel(power.active_w_per_core, power.idle_w_per_core, len(self.cores), power.source)
+            devices = [core_device(c) for c in self.cores]
+        else:
+            device = cpu_device()
+            if power.cores:
+                device = Device(id=device.id, kind="cpu", index=0, name=device.name, chip="cpu", cores=power.cores)
+            devices = [device]
+        self.power = power
+        super().__init__(devices, reason=reason, clock=clock)
         self.proc_root = proc_root
-        self._last_busy_s: float | None = None
+        self._last_busy_s: dict[str, float] = {}
+        found: dict[int, Any] = {}
         try:
-            read_cpu_times(proc_root)
-            self.scope = "machine"
+            if self.cores is None:
+                read_cpu_times(proc_root)
+                self.scope = "machine"
+            else:
+                found = read_per_cpu_times(proc_root)
+                self.scope = "cores " + ",".join(str(c) for c in self.cores)
         except (OSError, ValueError) as exc:
             self.scope = "process"
             self._scope_note = f"{proc_root / 'stat'} unreadable ({exc}): busy time is this process's only"
             log.warning("estimate meter: %s", self._scope_note)
+        missing = [c for c in self.cores or () if found and c not in found]
+        if missing:  # a core this machine does not have: bad input, not something to measure around
+            raise MeterError(
+                f"cannot meter cpu{missing[0]}: {proc_root / 'stat'} lists cpu{min(found)}..cpu{max(found)} only"
+            )
 
-    def _read(self) -> Reading:
-        if self.scope == "machine":
-            busy_s = read_cpu_times(self.proc_root).busy_s
-        else:
+    def _read_busy_s(self) -> dict[str, float]:
+        """Cumulative busy CPU-seconds per metered device."""
+        if self.scope == "process":
             t = os.times()
             busy_s = t.user + t.system + t.children_user + t.children_system
-        notes: tuple[str, ...] = ()
-        if self._last_busy_s is not None and busy_s < self._last_busy_s:
-            # /proc/stat is documented as monotonic, but some kernels have stepped it back across CPU hotplug:
-            # hold the last value so no window sees negative work, and say so.
-            notes = (f"busy CPU time went backwards by {self._last_busy_s - busy_s:.3f} s; held at last value",)
-            busy_s = self._last_busy_s
-        self._last_busy_s = busy_s
+            if self.cores is None:
+                return {"cpu:0": busy_s}
+            # one process's time cannot be told apart by core: it is all put on the first
+            return {d.id: busy_s if i == 0 else 0.0 for i, d in enumerate(self.devices)}
+        if self.cores is None:
+            return {"cpu:0": read_cpu_times(self.proc_root).busy_s}
+        per_cpu = read_per_cpu_times(self.proc_root)
+        try:
+            return {d.id: per_cpu[d.index].busy_s for d in self.devices}
+        except KeyError as exc:
+            raise CounterError(
+                f"{self.proc_root / 'stat'} lost the line of cpu{exc.args[0]} (CPU taken offline?)"
+            ) from None
+
+    def _read(self) -> Reading:
+        busy = self._read_busy_s()
+        notes: list[str] = []
+        for device_id, busy_s in busy.items():
+            last_s = self._last_busy_s.get(device_id)
+            if last_s is not None and busy_s < last_s:
+                # /proc/stat is documented as monotonic, but some kernels have stepped it back across CPU hotplug:
+                # hold the last value so no window sees negative work, and say so.
+                notes.append(
+                    f"{device_id}: busy CPU time went backwards by {last_s - busy_s:.3f} s; held at last value"
+                )
+                busy[device_id] = last_s
+        self._last_busy_s = dict(busy)
         # joules are unused: the estimate's energy comes from seconds and busy time in _energy_between
-        return Reading(joules_by_device={"cpu:0": 0.0}, busy_s_by_device={"cpu:0": busy_s}, notes=notes)
+        return Reading(joules_by_device=dict.fromkeys(busy, 0.0), busy_s_by_device=busy, notes=tuple(notes))
 
     def _energy_between(self, start: Snapshot, end: Snapshot, notes: list[str]) -> dict[str, float]:
         seconds = end.time_s - start.time_s
-        busy_s = end.busy_s_by_device["cpu:0"] - start.busy_s_by_device["cpu:0"]
+        busy = {d: end.busy_s_by_device[d] - start.busy_s_by_device[d] for d in end.busy_s_by_device}
         # /proc/stat's 10 ms ticks may put up to one tick per core more into a window than it lasted, and each
         # boundary's read took up to 2 x skew; more than that means the power model counts fewer cores than
         # /proc/stat does, and the figure is too high.
         slack_s = 2.0 / CLOCK_TICKS_PER_S + 2 * (start.skew_s + end.skew_s)
-        limit_s = self.power.core_count * (seconds + slack_s)
-        if busy_s > limit_s:
-            text = (
-                f"busy time {busy_s:.3f} CPU-s in {seconds:.3f} s exceeds {self.power.core_count} cores: "
+        busy_s = sum(busy.values())
+        if busy_s > self.power.core_count * (seconds + slack_s):
+            why = (
                 "the power model's core count is below the machine's"
+                if self.cores is None
+                else "this process ran on more cores than the metered ones"
             )
+            text = f"busy time {busy_s:.3f} CPU-s in {seconds:.3f} s exceeds {self.power.core_count} cores: {why}"
             log.warning("estimate meter: %s", text)
             notes.append(text)
         if self.scope == "process":
             notes.append(self._scope_note)
-        return {"cpu:0": self.power.joules(seconds, busy_s)}
+        if self.cores is None:
+            return {"cpu:0": self.power.joules(seconds, busy_s)}
+        # One core each: its idle power and its own busy time (a core cannot be busier than the window, beyond
+        # a tick; a process-scope fallback may put more on the first core, and the note above says why).
+        one_core = CpuPowerModel(self.power.active_w_per_core, self.power.idle_w_per_core, 1, self.power.source)
+        return {device_id: one_core.joules(seconds, b) for device_id, b in busy.items()}
 
     def info(self) -> dict[str, Any]:
         p = self.power
+        if self.scope == "process":
+            busy_from = "os.times() of this process"
+        elif self.cores is None:
+            busy_from = f"{self.proc_root / 'stat'} (the aggregate cpu line)"
+        else:
+            busy_from = f"{self.proc_root / 'stat'} (lines " + ", ".join(f"cpu{c}" for c in self.cores) + ")"
         return {
             **super().info(),
             "model": (
@@ -294,7 +362,8 @@ class EstimateMeter(Meter):
                 "(linear utilisation power model; busy CPU-seconds from /proc/stat in 10 ms ticks)"
             ),
             "busy_time_scope": self.scope,
-            "busy_time_from": str(self.proc_root / "stat") if self.scope == "machine" else "os.times() of this process",
+            "busy_time_from": busy_from,
+            "metered_cores": None if self.cores is None else list(self.cores),
             "cpu_model": cpu_model_name(),
             "cores": p.core_count,
             "active_w_per_core": p.active_w_per_core,
@@ -775,11 +844,19 @@ def get_meter(
     rapl_root: Path = DEFAULT_RAPL_ROOT,
     proc_root: Path = DEFAULT_PROC_ROOT,
     power: CpuPowerModel | None = None,
+    cores: Sequence[int] | None = None,
 ) -> Meter:
     """The best meter this machine offers: NVML, then RAPL, then the estimate; `reason` says why.
 
     `prefer` (or env GARRISON_METER) names one backend; if that one cannot run, MeterError says why instead of
     silently measuring something else.
+
+    `cores` (logical CPUs a pinned process runs on; None: the whole machine) scopes the estimate to those cores, so
+    a core slot's work is charged its own core's energy. It does not scope the other two, because they cannot be:
+    RAPL's counter is one per package (socket) and has no per-core reading (AMD's per-core energy MSRs are not in
+    /sys/class/powercap), so a RAPL figure stays the package's. NVML's counters are per GPU, and a GPU is not chosen
+    by CPU affinity but by CUDA_VISIBLE_DEVICES; NVML ignores that variable and lists every GPU, so scoping a GPU
+    worker to its own GPU would take a GPU scope of its own, not `cores`.
     """
     prefer = prefer or os.environ.get("GARRISON_METER") or None
     if prefer not in (None, "nvml", "rapl", "estimate"):
@@ -802,4 +879,4 @@ def get_meter(
         # Root-only counters are the case an operator can fix, so it is logged louder than an absent driver.
         (log.warning if "root-only" in why else log.info)("falling back from RAPL: %s", why)
     reason = "; ".join(skipped) + "; using the estimate" if skipped else "estimate requested"
-    return EstimateMeter(power=power, proc_root=proc_root, reason=reason)
+    return EstimateMeter(power=power, proc_root=proc_root, reason=reason, cores=cores)

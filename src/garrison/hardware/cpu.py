@@ -280,16 +280,28 @@ def cached_cpu_peak(cache_path: Path | None = None) -> CpuPeak | None:
     return cached if cached.cpu_model == cpu_model_name() else None
 
 
-def cpu_chip(peak: CpuPeak, power: CpuPowerModel | None = None) -> Chip:
-    """This CPU as a catalog chip: measured peak FLOP/s, TDP from the per-core power assumption."""
+def cpu_chip(peak: CpuPeak, power: CpuPowerModel | None = None, cores: int | None = None) -> Chip:
+    """This CPU as a catalog chip: measured peak FLOP/s, TDP from the per-core power assumption.
+
+    `cores` (None: as measured, over the peak's threads and the model's cores) makes it a chip of that many logical
+    CPUs, such as one core slot: each thread's peak times `cores`, and `cores` x the active watts per core.
+    """
     power = power or CpuPowerModel.from_env()
+    peaks = dict(peak.peak_flops_by_dtype)
+    threads = peak.threads
+    if cores is not None:
+        if cores < 1:
+            raise ValueError(f"cores must be >= 1, got {cores}")
+        peaks = {dtype: flops / max(peak.threads, 1) * cores for dtype, flops in peaks.items()}
+        power = CpuPowerModel(power.active_w_per_core, power.idle_w_per_core, cores, power.source)
+        threads = cores
     return Chip(
-        key="cpu",
-        name=peak.cpu_model,
-        peak_flops_by_dtype=dict(peak.peak_flops_by_dtype),
+        key="cpu" if cores is None else "cpu-core" if cores == 1 else f"cpu-{cores}-cores",
+        name=peak.cpu_model if cores is None else f"{peak.cpu_model}, {cores} logical CPU(s)",
+        peak_flops_by_dtype=peaks,
         tdp_w=power.tdp_w,
         source=(
-            f"peak: torch matmul n={peak.matrix_n}, one thread by CPU time x {peak.threads} threads, measured on this machine "
+            f"peak: torch matmul n={peak.matrix_n}, one thread by CPU time x {threads} threads, measured on this machine "
             f"(load average {peak.loadavg_1m:.1f}); TDP: {power.core_count} cores x {power.active_w_per_core} W "
             f"({power.source})"
         ),

@@ -32,6 +32,39 @@ def cpu_device() -> Device:
     return Device(id="cpu:0", kind="cpu", index=0, name=cpu_model_name(), chip="cpu", cores=cpu_core_count())
 
 
+def core_device(cpu: int, name: str | None = None) -> Device:
+    """Logical CPU `cpu` as a device "core:N" (a core slot: the governor's unit on a CPU-only machine)."""
+    name = name or cpu_model_name()
+    return Device(id=f"core:{cpu}", kind="cpu-core", index=cpu, name=f"{name} logical CPU {cpu}", chip="cpu", cores=1)
+
+
+def core_index(device_id: str) -> int | None:
+    """N for a core slot's id "core:N"; None for any other device id ("cpu:0", "gpu:1")."""
+    kind, _, index = device_id.partition(":")
+    return int(index) if kind == "core" and index.isdigit() else None
+
+
+def pinned_cores() -> list[int] | None:
+    """The logical CPUs this process is pinned to (sched_getaffinity), or None when it may run on all of them.
+
+    A process pinned to some cores (`taskset -c 1 garrison generate ...`, or a core slot) can only spend energy on
+    those, so its meter is scoped to them; an unpinned one may run anywhere and is metered on the whole machine.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed if 0 < len(allowed) < cpu_core_count() else None
+
+
+def cpu_scope_device(cores: list[int] | None) -> Device:
+    """The device that metered `cores` make: the whole CPU (None), one core slot "core:N", or N logical CPUs."""
+    if cores is None:
+        return cpu_device()
+    if len(cores) == 1:
+        return core_device(cores[0])
+    return Device(id="cpu:0", kind="cpu", index=0, name=cpu_model_name(), chip="cpu", cores=len(cores))
+
+
 def _text(value: str | bytes) -> str:
     # Older pynvml releases return bytes for names and UUIDs, newer ones str.
     return value.decode() if isinstance(value, bytes) else value
@@ -85,8 +118,10 @@ def discover_devices() -> Discovery:
 
 def chip_for_device(device: Device, power: CpuPowerModel | None = None) -> Chip:
     """The catalog chip of a device; for the CPU, its measured (cached) peak with the per-core power assumption."""
-    if device.kind == "cpu":
-        return cpu_chip(cpu_peak(), power)
+    if device.kind == "cpu":  # the whole CPU, or the logical CPUs a pinned process may use
+        return cpu_chip(cpu_peak(), power, cores=device.cores if device.cores != cpu_core_count() else None)
+    if device.kind == "cpu-core":  # a core slot: one core's share of the CPU's peak and of its power
+        return cpu_chip(cpu_peak(), power, cores=device.cores or 1)
     if device.chip is None:
         raise ValueError(f"device {device.id} ({device.name}) is not in the hardware catalog; add a chip JSON for it")
     return get_chip(device.chip)
@@ -103,10 +138,7 @@ def core_slot_devices(slots: int | None = None) -> list[Device]:
     if not 1 <= count <= len(available):
         raise ValueError(f"asked for {count} core slots; this machine lets garrison use {len(available)}")
     name = cpu_model_name()
-    return [
-        Device(id=f"core:{cpu}", kind="cpu-core", index=cpu, name=f"{name} logical CPU {cpu}", chip="cpu", cores=1)
-        for cpu in available[:count]
-    ]
+    return [core_device(cpu, name) for cpu in available[:count]]
 
 
 def fleet_devices(slots: int | None = None) -> Discovery:

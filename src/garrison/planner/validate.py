@@ -15,18 +15,24 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
   its measured steps at the training-alone rate;
 - the governor's policies run every control period, as in the demo.
 
-Joules per video are predicted as what the demo counts. The serving worker measures each video with the machine's
-meter (energy/meters.py) over the pipeline call only, and on a CPU machine without RAPL that is the estimate meter:
-idle watts of every core plus the active span for every busy CPU-second on the machine. So a video's joules are the
-whole machine's over its generation: the idle cores, the training slot's core, and other programs on the machine, not
-the serving slot's share; and not over the watermark, encoding and signing that follow, though the video still holds
-its device then. The prediction follows that: the metered window is the generation part of the predicted occupancy
-(generation seconds fitted against work like occupancy, from `seconds_wall`), and the machine's power in it is the
-estimate meter's model over the simulated fleet (the serving slot busy at its quota, training slots busy while the
-job runs, the rest idle) plus other programs on the machine, which fill a share of the CPU time the fleet leaves
-free: that share is measured on the calibration videos (their joules over their windows against the fleet's draw
-then). On a quiet machine it is near 0 and the meter reads the fleet; on a loaded one near 1 and it reads all cores
-busy.
+Joules per video are predicted as what the demo counts. The serving worker measures each video with the estimate
+meter (energy/meters.py; this CPU has no RAPL) over the pipeline call only, not over the watermark, encoding and
+signing that follow, though the video still holds its device then. What the meter covers is the record's
+`meter_scope`:
+
+- "core" (workers on core slots since 2026-11-26): the serving core alone, its idle watts plus the active span for
+  each CPU-second that core was busy: the slot's work at its power limit (the cgroup quota), and whatever other
+  programs the kernel ran on that core in the time the quota left free;
+- "machine" (records without the field, made before): every core's idle watts plus every busy CPU-second on the
+  machine: the training slot's core and other programs too, not the serving slot's share.
+
+The prediction follows that: the metered window is the generation part of the predicted occupancy (generation seconds
+fitted against work like occupancy, from `seconds_wall`), and the power in it is the estimate meter's model over the
+metered cores of the simulated fleet (the serving slot busy at its quota; on the machine scope also the training
+slots while the job runs, the rest idle) plus other programs, which fill a share of the CPU time the fleet leaves
+free on those cores: that share is measured on the calibration videos (their joules over their windows against the
+fleet's draw then). On a quiet machine it is near 0 and the meter reads the fleet; on a loaded one near 1 and it
+reads the metered cores busy.
 
 It returns predicted and measured mean latency, joules per video and governed training throughput, with relative
 errors (the issue's target: within 10%). What the simulator leaves out: the process start of workers and training
@@ -95,14 +101,29 @@ def machine_cores(record: dict[str, Any]) -> int:
     return int(record.get("machine_cores") or len(record["devices"]))
 
 
+def meter_scope(record: dict[str, Any]) -> str:
+    """What a video's joules cover: "core" (its serving core) or "machine" (every core; records made before the
+    serving worker metered its own core say nothing, and mean that)."""
+    scope = record.get("meter_scope") or "machine"
+    if scope not in ("core", "machine"):
+        raise ValueError(f"demo record meter_scope {scope!r}; this planner reads 'core' or 'machine'")
+    return scope
+
+
+def metered_cores(record: dict[str, Any]) -> int:
+    """Logical CPUs a video's meter counts: its serving core, or every core of the machine."""
+    return 1 if meter_scope(record) == "core" else machine_cores(record)
+
+
 def meter_w(cores: int, busy_cores: float) -> float:
     """The estimate meter's machine power with `busy_cores` CPUs busy (CpuPowerModel.joules per second)."""
     return cores * BUILTIN_IDLE_W_PER_CORE + (BUILTIN_ACTIVE_W_PER_CORE - BUILTIN_IDLE_W_PER_CORE) * busy_cores
 
 
-def fleet_busy_cores(serving_speed: float, training_devices: int) -> float:
-    """Busy CPUs of the fleet while a video generates: its slot at its quota, each training slot fully."""
-    return serving_speed + training_devices
+def fleet_busy_cores(serving_speed: float, training_devices: int, scope: str = "machine") -> float:
+    """Busy CPUs of the fleet, of those the meter counts, while a video generates: its slot at its quota, and on the
+    machine scope each training slot fully (on the core scope the training slots are other cores)."""
+    return serving_speed + (training_devices if scope == "machine" else 0)
 
 
 def training_devices_at(started_s: float | None, finished_s: float | None, devices: int, t_s: float) -> int:
@@ -165,11 +186,12 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
         warmup_extra_s = max(max(full_speed_s(record, v) - typical * _work(v) for v in firsts.values()), 0.0)
         calib = rest
     job = record["job"]
-    cores = machine_cores(record)
+    scope = meter_scope(record)
+    cores = metered_cores(record)
     # The training process starts some time after the governor starts the job; until then its slot reads idle
     # (benchmarks/planner_fidelity.py measures it from the run's power samples; 0 in records without it).
     training_start_s = float(record.get("training_start_s") or 0.0)
-    # What the meter counted: the machine's joules over the generation (`seconds_wall`), not the whole occupancy.
+    # What the meter counted: its cores' joules over the generation (`seconds_wall`), not the whole occupancy.
     metered = [v for v in calib if v["joules"] is not None and v.get("seconds_wall")]
     windows = [
         (
@@ -180,6 +202,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
                 training_devices_at(
                     (job["started_s"] or 0.0) + training_start_s, job["finished_s"], job["devices"], v["started_s"]
                 ),
+                scope,
             ),
         )
         for v in metered
@@ -260,7 +283,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     latency = (result.end_s - result.arrival_s)[started]
     levels = result.level[started]
     sim_job = result.jobs[0]
-    # The meter's joules (see the module docstring): the machine's power over the generation part of the occupancy.
+    # The meter's joules (see the module docstring): its cores' power over the generation part of the occupancy.
     occ_pred = (result.end_s - result.start_s)[started]
     start_pred = result.start_s[started]
     work0 = float(w * h * int(first["seconds"]) * 8 * int(first["steps"]))
@@ -273,7 +296,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
         window = _seconds(gen_point, work) / speed
         training_from = None if sim_job.started_s is None else sim_job.started_s + training_start_s
         training = training_devices_at(training_from, sim_job.finished_s, job["devices"], t)
-        fleet = fleet_busy_cores(speed, training)
+        fleet = fleet_busy_cores(speed, training, scope)
         joules_pred[i] = meter_w(cores, fleet + share * max(cores - fleet, 0.0)) * window
     governed_pred = None
     if sim_job.finished_s is not None and sim_job.started_s is not None:
@@ -311,7 +334,9 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             "generation_fixed_s": round(gen_point.overhead_s, 4),
             "metered_w": round(sum(j for _, j, _ in windows) / sum(s for s, _, _ in windows), 3) if windows else None,
             "background_share": round(share, 3),
-            "machine_cores": cores,
+            "meter_scope": scope,
+            "metered_cores": cores,
+            "machine_cores": machine_cores(record),
         },
         "predicted_occupancy_mean_s": float(occ_pred.mean()) if len(occ_pred) else None,
         "videos": len(record["videos"]),

@@ -172,3 +172,26 @@ def test_a_second_sigterm_gives_the_video_back(store, store_url, tenant_id, cont
     video = store.get_video(vid)
     assert video.status == VideoStatus.QUEUED and video.worker_id is None and video.attempts == 1
     assert not content_path(content_dir, vid).exists()
+
+
+def test_a_worker_on_a_core_slot_meters_that_core_alone(store, tenant_id, content_dir, pipeline):
+    from garrison.hardware.cpu import CLOCK_TICKS_PER_S, CpuPowerModel
+
+    content_dir.mkdir()
+    whole = ServingWorker(store, "w0", "cpu:0", content_dir, pipeline)
+    assert whole.meter.info()["busy_time_scope"] == "machine" and whole.device.id == "cpu:0"
+    slot = ServingWorker(store, "w1", "core:0", content_dir, pipeline, lease_s=10)
+    info = slot.meter.info()
+    assert info["busy_time_scope"] == "cores 0" and info["cores"] == 1 and slot.meter.device_ids == ["core:0"]
+    assert slot.device.id == "core:0" and slot.device.kind == "cpu-core"
+    vid = queue(store, tenant_id)
+    assert slot.process(store.claim_video("w1", "core:0", 10, 0), rung(0))
+    video = store.get_video(vid)
+    assert video.provenance["energy"]["chip"] == "cpu-core"  # the limit figures are one core's
+    assert video.provenance["energy"]["meter_scope"] == "cores 0"
+    # One core's energy over the generation: between its idle and its active watts, whatever else the machine ran
+    # (the whole-machine meter would read up to 2 x 5.6 W on this 2-core machine).
+    p = CpuPowerModel.from_env()
+    tick_j = 2 * (p.active_w_per_core - p.idle_w_per_core) / CLOCK_TICKS_PER_S
+    assert 0.9 * p.idle_w_per_core * video.seconds_wall <= video.joules
+    assert video.joules <= p.active_w_per_core * (video.seconds_wall + 0.05) + tick_j

@@ -228,7 +228,7 @@ class ServingWorker:
         abort: threading.Event | None = None,
     ) -> None:
         from garrison.energy.meters import get_meter
-        from garrison.hardware.devices import cpu_device
+        from garrison.hardware.devices import core_device, core_index, cpu_device
 
         self.store = store
         self.worker_id = worker_id
@@ -238,8 +238,12 @@ class ServingWorker:
         self.lease_s = lease_s
         self.stop = stop or threading.Event()
         self.abort = abort or threading.Event()  # give the current video back now
-        self.meter = get_meter()
-        self.device = cpu_device()  # the built-in pipeline runs on the CPU
+        # The built-in pipeline runs on the CPU. On a core slot ("core:N", the executor pins this process there) a
+        # video is charged its own core's energy, as a GPU worker's would be its GPU's, not the whole machine's.
+        core = core_index(device_id)
+        self.meter = get_meter(cores=None if core is None else [core])
+        # RAPL counts the package whatever the scope asked: its joules then describe the whole CPU
+        self.device = core_device(core) if core is not None and self.meter.source == "estimate" else cpu_device()
 
     def process(self, video: Any, level: QualityLevel) -> bool:
         """Generate one claimed video; True when it completed. Failures are recorded, never raised."""
@@ -304,7 +308,12 @@ class ServingWorker:
                 steps_used=spec.steps,
                 native_size=rendered.native_size,
                 scaled=rendered.scaled,
-                provenance={**rendered.provenance, "model": rendered.model, "energy": _energy_summary(energy)},
+                provenance={
+                    **rendered.provenance,
+                    "model": rendered.model,
+                    # what the joules cover: "cores N" (this slot's core), "machine", or the counter's own scope
+                    "energy": {**_energy_summary(energy), "meter_scope": getattr(self.meter, "scope", None)},
+                },
             )
             if not completed:
                 self._discard_if_gone(video.id)
@@ -381,7 +390,8 @@ def run_worker(
     Args:
         store_url: the store's SQLAlchemy URL, the database the server writes (None: GARRISON_DB_URL or the default).
         worker_id: this worker's name in the store (leases and the `worker.<id>.drain` setting).
-        device_id: the device it generates on, recorded on each video ("cpu:0").
+        device_id: the device it generates on, recorded on each video ("cpu:0", or "core:N" on a core slot, whose
+            energy is then metered on that core alone).
         content_dir: where the MP4s and previews go; created if missing.
         stop: set it to finish the current video and return.
         lease_s: how long a claim holds without a heartbeat.
