@@ -69,3 +69,30 @@ def test_pinned_process_scope_counts_only_the_slots_own_processes(tmp_path):
     assert first.power_w_by_device == pytest.approx({"core:0": 6.0, "core:1": 2.0})
     pids["core:0"] = []  # the process ended: what it used stays counted, nothing more is added
     assert sampler.sample().power_w_by_device == pytest.approx({"core:0": 2.0, "core:1": 2.0})
+
+
+def test_a_process_spawned_since_the_last_sample_counts_from_its_start(tmp_path):
+    """A worker started between two samples (a lend) is busy loading its model: that CPU time is the slot's work."""
+
+    def write_pid(pid, ticks, start_ticks):
+        (tmp_path / str(pid)).mkdir(exist_ok=True)
+        fields = ["S"] + ["0"] * 10 + [str(ticks), "0"] + ["0"] * 6 + [str(start_ticks)] + ["0"] * 20
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (python) " + " ".join(fields))
+
+    _write_stat(tmp_path, [0, 0])
+    (tmp_path / "uptime").write_text("1000.00 1500.00\n")
+    clock = iter([0.0, 2.0, 4.0])
+    pids: dict[str, list[int]] = {"core:0": [], "core:1": []}
+    model = CpuPowerModel(active_w_per_core=10.0, idle_w_per_core=2.0, cores=2)
+    sampler = DevicePowerSampler(
+        _cores(2), model, proc_root=tmp_path, clock=lambda: next(clock), pids_by_device=lambda: pids
+    )
+    (tmp_path / "uptime").write_text("1002.00 1500.00\n")
+    write_pid(201, 150, start_ticks=100_050)  # started at uptime 1000.5 s, 1.5 s CPU since: counted in full
+    write_pid(202, 90, start_ticks=50_000)  # an older process first seen now (adopted): counts from here on
+    pids["core:0"], pids["core:1"] = [201], [202]
+    first = sampler.sample()
+    assert first.power_w_by_device == pytest.approx({"core:0": 2.0 + 8.0 * 0.75, "core:1": 2.0})
+    write_pid(202, 190, start_ticks=50_000)  # then 1 s of CPU in 2 s
+    (tmp_path / "uptime").write_text("1004.00 1500.00\n")
+    assert sampler.sample().power_w_by_device["core:1"] == pytest.approx(2.0 + 8.0 * 0.5)

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from garrison.core.types import Device
-from garrison.hardware.cpu import CpuPowerModel, process_cpu_s, read_per_cpu_times
+from garrison.hardware.cpu import CLOCK_TICKS_PER_S, CpuPowerModel, process_cpu_s, read_per_cpu_times
+
+
+def process_age_s(pid: int, proc_root: Path = Path("/proc")) -> float:
+    """Seconds since process `pid` started: /proc/uptime minus its start time (field 22 of /proc/PID/stat)."""
+    text = (proc_root / str(pid) / "stat").read_text()
+    start_ticks = int(text[text.rindex(")") + 2 :].split()[19])
+    return float((proc_root / "uptime").read_text().split()[0]) - start_ticks / CLOCK_TICKS_PER_S
 
 
 @dataclass(frozen=True)
@@ -71,14 +78,19 @@ class DevicePowerSampler:
             self._handles = {d.id: pynvml.nvmlDeviceGetHandleByIndex(d.index) for d in devices}
         self.sample()
 
-    def _busy_s(self) -> dict[int, float]:
+    def _busy_s(self, interval_s: float) -> dict[int, float]:
         if self.pids_by_device is not None:
-            return self._process_busy_s()
+            return self._process_busy_s(interval_s)
         times = read_per_cpu_times(self.proc_root)
         return {d.index: times[d.index].busy_s for d in self.devices}
 
-    def _process_busy_s(self) -> dict[int, float]:
-        """Cumulative busy seconds per slot from its pinned processes; a process that ended keeps what it used."""
+    def _process_busy_s(self, interval_s: float) -> dict[int, float]:
+        """Cumulative busy seconds per slot from its pinned processes; a process that ended keeps what it used.
+
+        A process first seen now that started within the last interval counts from zero: its CPU time since spawn
+        (a serving worker importing torch and loading its model) is the slot's work in this interval. Any other
+        newcomer (the first sample, an adopted process) counts from its first sighting.
+        """
         totals = dict(getattr(self, "_slot_totals", {d.index: 0.0 for d in self.devices}))
         pids = self.pids_by_device() if self.pids_by_device else {}
         seen: dict[int, float] = {}
@@ -88,7 +100,14 @@ class DevicePowerSampler:
                     now = process_cpu_s(pid, self.proc_root)
                 except (OSError, ValueError, IndexError):
                     continue
-                last = self._last_pid_s.get(pid, now)  # a new process counts from its first sighting
+                last = self._last_pid_s.get(pid)
+                if last is None:
+                    last = now
+                    if interval_s > 0:
+                        try:
+                            last = 0.0 if process_age_s(pid, self.proc_root) <= interval_s else now
+                        except (OSError, ValueError, IndexError):
+                            pass
                 totals[d.index] += max(0.0, now - last)
                 seen[pid] = now
         self._last_pid_s = seen
@@ -104,7 +123,7 @@ class DevicePowerSampler:
             for device_id, handle in self._handles.items():
                 power[device_id] = self._nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
         else:
-            busy = self._busy_s()
+            busy = self._busy_s(interval_s)
             m = self.power_model
             for d in self.devices:
                 if interval_s <= 0 or d.index not in self._last_busy_s:

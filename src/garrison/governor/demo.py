@@ -276,12 +276,14 @@ def summarise(
     overshoot = max((s.power_w / s.power_cap_w - 1 for s in samples), default=0.0)
     # Lent capacity: each sample where a training-home device serves, how busy it was (from its power reading).
     # Also against what the cap allowed it: a lent device held at a lower power limit can only be that busy.
-    # Each sample weighs the time until the next one (at most two periods): a tick that the loaded machine delayed
-    # covers more time, and ticks that caught up right after it cover almost none.
+    # A sample's power reading averages the time since the sample before it, during which the device held the
+    # assignment the sample reads (the previous tick's decision made it), so each sample weighs that time (at most
+    # two periods): a tick that the loaded machine delayed covers more time, and ticks that caught up right after
+    # it cover almost none.
     lent_used, lent_total, lent_allowed, lent_periods = 0.0, 0.0, 0.0, 0
     for i, s in enumerate(samples):
-        next_ts = samples[i + 1].ts if i + 1 < len(samples) else s.ts + config.control_period_s
-        weight_s = min(max(next_ts - s.ts, 0.0), 2 * config.control_period_s)
+        prev_ts = samples[i - 1].ts if i > 0 else s.ts - config.control_period_s
+        weight_s = min(max(s.ts - prev_ts, 0.0), 2 * config.control_period_s)
         assignments = s.extra.get("devices", {})
         for device_id, assignment in assignments.items():
             if home.get(device_id) == "training" and assignment == "serving":
