@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from garrison.core.fleet import JobStatus
-from garrison.governor.policy import decide
+from garrison.governor.policy import decide, shed_before_adding
 from garrison.governor.state import (
     Alert,
     ControlMemory,
@@ -132,6 +132,25 @@ def test_a_stage_that_fails_is_skipped_with_a_critical_alert():
     alerts = [a for a in decision.of(Alert) if a.severity == "critical"]
     assert alerts and "governor stage 'power' failed" in alerts[0].message
     assert decision.of(StartTraining)
+
+
+def test_a_training_start_is_applied_after_the_serving_limit_that_makes_room_for_it():
+    # Both devices busy draw 600 W against a 500 W cap: the same tick starts the job and limits serving. The start
+    # comes last, so the new process never runs beside the old serving limit.
+    config = replace(CONFIG, power_cap_w=500.0, training_guarantee=1, serving_floor=1)
+    devices = (gpu("s0", "serving", power_w=300.0), gpu("t0", "training"))
+    serving = ServingState(queued_device_s=100.0, arrival_rate_per_s=1.0)
+    state = FleetState(
+        now_s=0.0, devices=devices, jobs=(TrainingJobState("j", 1),), fleet_power_w=350.0, serving=serving
+    )
+    kinds = [a.kind for a in decide(state, config).actions]
+    assert kinds[-1] == "start_training" and "set_power_limit" in kinds[:-1]
+    planned = [StartTraining(job_id="j", device_ids=("t0",)), Lend(device_id="t1"), SetQuality(level=2),
+               StartTraining(job_id="k", device_ids=("t2",)), SetPowerLimit(device_id="s0", watts=150.0)]  # fmt: skip
+    assert [a.kind for a in shed_before_adding(planned)] == [
+        "set_quality", "set_power_limit", "start_training", "lend", "start_training"
+    ]  # fmt: skip
+    assert [a.job_id for a in shed_before_adding(planned) if isinstance(a, StartTraining)] == ["j", "k"]
 
 
 def test_a_restarted_governor_decides_as_the_one_that_died():

@@ -234,3 +234,14 @@ def test_no_lend_where_the_waiting_requests_would_put_the_fleet_over_the_cap():
     config = replace(CONFIG, training_guarantee=1)
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
+
+
+def test_a_serving_device_without_its_worker_yet_counts_in_the_lend_power_check():
+    # The first tick: the serving-home device has no worker (the floor starts one at the end of the tick). With it
+    # counted, the 5 waiting requests fill both devices, 600 W, over the 560 W cap's watermark: no lend. Judged
+    # against the idle serving device's 50 W instead, the lend would pass and both devices would start together.
+    serving = replace(QUIET, arrival_rate_per_s=0.01, queue_depth=5)
+    devices = [device("s0", "serving", "idle"), device("t0", "training")]
+    config = replace(CONFIG, training_guarantee=1)
+    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
+    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]

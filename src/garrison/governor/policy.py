@@ -180,4 +180,16 @@ def decide(state: FleetState, config: GovernorConfig) -> Decision:
         reading_info["serving_utilization"] = round(sum(utilizations) / len(utilizations), 4) if utilizations else None
     except Exception as error:  # noqa: BLE001
         failed("summary", error)
-    return Decision(actions=tuple(actions), memory=memory, gate=gate, reading=reading_info)
+    return Decision(actions=shed_before_adding(actions), memory=memory, gate=gate, reading=reading_info)
+
+
+def shed_before_adding(actions: list[Action]) -> tuple[Action, ...]:
+    """The actions in the order to apply them: every one that adds load (starting training, lending a device) after
+    all the others, each group in its own order.
+
+    The power stage plans on the devices as the pool stage leaves them, so in one tick a training start and the
+    serving limit that makes room for it arrive together. Applied in the order they were planned, the new process
+    runs at full power while the old limit still stands, and the period in between reads over the cap.
+    """
+    adding = [a for a in actions if isinstance(a, StartTraining | Lend)]
+    return tuple([a for a in actions if not isinstance(a, StartTraining | Lend)] + adding)

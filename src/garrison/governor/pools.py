@@ -218,7 +218,14 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
         idle_training.extend(ids)
 
     # 3. Lend idle training devices to serving while it has demand; hand back what it no longer needs.
-    serving_now = [d for d in usable if d.assignment == "serving" and d.id not in reclaimed]
+    # A serving-home device without a worker gets one at the end of this tick (the serving floor), so it counts as
+    # serving here: otherwise a lend decided beside it would be judged against the fleet's power without it.
+    serving_now = [
+        d
+        for d in usable
+        if (d.assignment == "serving" or (d.home_pool == "serving" and d.assignment == "idle"))
+        and d.id not in reclaimed
+    ]
     # Lend for the demand at the rung in force: when the power cap has lowered quality, the cap (not the device
     # count) binds, and a lent device would stand idle.
     sized = serving_devices_wanted(state, config)
