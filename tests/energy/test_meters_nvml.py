@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from garrison.core.types import Device
-from garrison.energy.meters import CounterError, MeterError, NvmlMeter, ReplayClock, ReplayNvmlSource
+from garrison.energy.meters import (
+    CounterError,
+    MeterError,
+    NvmlMeter,
+    ReplayClock,
+    ReplayNvmlSource,
+    visible_gpus,
+)
 
 TRACE = Path(__file__).with_name("data") / "nvml_h100_wan13b.csv"
 AVG_ACTIVE_W = 678.2  # ML.ENERGY v3: Wan 2.1 1.3B on one H100, the figure the trace is built around
@@ -125,3 +132,32 @@ def test_trace_problems_are_clear_errors(tmp_path):
     unknown = Device(id="gpu:5", kind="gpu", index=5, name="?")
     with pytest.raises(MeterError, match="no GPU 5"):
         NvmlMeter(ReplayNvmlSource(TRACE, clock), [unknown], clock=clock, start_thread=False)
+
+
+def _four_gpus() -> list[Device]:
+    return [
+        Device(
+            id=f"gpu:{i}", kind="gpu", index=i, name="NVIDIA H100 80GB HBM3", chip="h100-sxm", uuid=f"GPU-{i}a7c-{i}"
+        )
+        for i in range(4)
+    ]
+
+
+def test_a_gpu_worker_meters_only_the_gpus_its_cuda_visible_devices_names():
+    gpus = _four_gpus()
+    ordered = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert visible_gpus(gpus, {}) == (gpus, "")  # unset: the whole machine
+    chosen, note = visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "2", **ordered})
+    assert [g.id for g in chosen] == ["gpu:2"] and "CUDA_DEVICE_ORDER" not in note
+    chosen, _ = visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "3, 1", **ordered})
+    assert [g.id for g in chosen] == ["gpu:3", "gpu:1"]
+    chosen, note = visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-1a7c"})  # a UUID prefix, as CUDA accepts
+    assert [g.id for g in chosen] == ["gpu:1"] and "CUDA_DEVICE_ORDER" not in note
+    assert visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": ""})[0] == []
+    # Integer indices without PCI bus order may mean other GPUs to CUDA: metered, with a note that says so.
+    chosen, note = visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "0"})
+    assert [g.id for g in chosen] == ["gpu:0"] and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in note
+    # An entry that names no GPU here (a MIG instance, a typo) keeps the whole list rather than guessing.
+    chosen, note = visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "MIG-abc"})
+    assert chosen == gpus and "names no single GPU" in note
+    assert visible_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "7"})[0] == gpus

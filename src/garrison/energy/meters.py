@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -839,6 +839,37 @@ class ReplayNvmlSource:
 # --- choosing a meter ----------------------------------------------------------------------------------------------
 
 
+def visible_gpus(gpus: list[Device], env: Mapping[str, str]) -> tuple[list[Device], str]:
+    """The GPUs of `gpus` (NVML's list) that CUDA_VISIBLE_DEVICES in `env` names, and a note on how it was read.
+
+    Unset: all of them. Empty: none (the process was told to use no GPU). Entries are NVML indices or UUIDs
+    ("GPU-..." or a unique prefix of one), as CUDA accepts. Integer indices mean NVML's order only under
+    CUDA_DEVICE_ORDER=PCI_BUS_ID (CUDA's default, FASTEST_FIRST, may order mixed GPUs differently); without it the
+    note says so. An entry that names no GPU here (a MIG instance, a typo) keeps the whole list, with a note: a
+    meter over too many GPUs is visible in its devices, one over the wrong GPU is not.
+    """
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return gpus, ""
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if not entries:
+        return [], "CUDA_VISIBLE_DEVICES is empty: this process uses no GPU"
+    chosen: list[Device] = []
+    for entry in entries:
+        if entry.isdigit():
+            match = [g for g in gpus if g.index == int(entry)]
+        else:
+            match = [g for g in gpus if g.uuid and g.uuid.startswith(entry)]
+        if len(match) != 1:
+            return gpus, f"CUDA_VISIBLE_DEVICES entry {entry!r} names no single GPU NVML lists: metering all of them"
+        if match[0] not in chosen:
+            chosen.append(match[0])
+    note = f"metering the GPU(s) CUDA_VISIBLE_DEVICES={visible} names"
+    if any(e.isdigit() for e in entries) and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        note += " (as NVML indices; set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers them the same way)"
+    return chosen, note
+
+
 def get_meter(
     prefer: str | None = None,
     rapl_root: Path = DEFAULT_RAPL_ROOT,
@@ -854,9 +885,10 @@ def get_meter(
     `cores` (logical CPUs a pinned process runs on; None: the whole machine) scopes the estimate to those cores, so
     a core slot's work is charged its own core's energy. It does not scope the other two, because they cannot be:
     RAPL's counter is one per package (socket) and has no per-core reading (AMD's per-core energy MSRs are not in
-    /sys/class/powercap), so a RAPL figure stays the package's. NVML's counters are per GPU, and a GPU is not chosen
-    by CPU affinity but by CUDA_VISIBLE_DEVICES; NVML ignores that variable and lists every GPU, so scoping a GPU
-    worker to its own GPU would take a GPU scope of its own, not `cores`.
+    /sys/class/powercap), so a RAPL figure stays the package's. NVML's counters are per GPU, and a GPU process's
+    GPUs are chosen by CUDA_VISIBLE_DEVICES, not CPU affinity: NVML ignores that variable and lists every GPU, so
+    the NVML meter is scoped by `visible_gpus` to the ones the variable names (garrison's executors write NVML
+    indices there with CUDA_DEVICE_ORDER=PCI_BUS_ID, so CUDA and NVML mean the same GPU by an index).
     """
     prefer = prefer or os.environ.get("GARRISON_METER") or None
     if prefer not in (None, "nvml", "rapl", "estimate"):
@@ -864,6 +896,9 @@ def get_meter(
     skipped: list[str] = []
     if prefer in (None, "nvml"):
         gpus, why = nvml_gpus()
+        gpus, scope_note = visible_gpus(gpus, os.environ)
+        if scope_note:
+            why = f"{why}; {scope_note}"
         if gpus:
             return NvmlMeter(PynvmlSource(), gpus, reason=why)
         if prefer == "nvml":

@@ -87,3 +87,16 @@ def test_a_killed_worker_loses_nothing_and_a_stopped_one_gives_its_video_back(ex
     assert again.status == VideoStatus.QUEUED and again.attempts == 2
     assert requeued in ([video.id], [])  # [] when the worker gave it back itself on SIGTERM
     assert executor.view().serving == {}
+
+
+def test_a_gpu_process_sees_its_gpus_by_nvml_index_in_pci_bus_order(tmp_path):
+    # No GPU is needed to check the environment a GPU process would get: the indices written are NVML's, and CUDA
+    # must number GPUs the same way for them to mean the same card (its default order is fastest first).
+    from garrison.core.types import Device
+
+    gpus = [Device(id=f"gpu:{i}", kind="gpu", index=i, name="NVIDIA H100", chip="h100-sxm") for i in range(4)]
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    ex = LocalExecutor(gpus, open_store(url), url, tmp_path / "content", tmp_path / "run")
+    env = ex._env_for(["gpu:3", "gpu:1"])
+    assert env["CUDA_VISIBLE_DEVICES"] == "3,1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert ex._env_for(["gpu:0"])["CUDA_VISIBLE_DEVICES"] == "0"

@@ -104,6 +104,7 @@ class LocalExecutor(Executor):
         devices = [self._device(d) for d in device_ids]
         if all(d.kind == "gpu" for d in devices):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d.index) for d in devices)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's: make CUDA number GPUs the same way
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot must not wander onto a GPU
             threads = str(sum(d.cores or 1 for d in devices))

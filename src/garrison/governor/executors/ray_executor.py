@@ -349,6 +349,7 @@ class RayExecutor(Executor):
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
         env.update(self.actor_env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(self._device(d).index) for d in device_ids)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the indices are NVML's: make CUDA number GPUs the same way
         return env
 
     # --- serving ----------------------------------------------------------------------------------------------------
