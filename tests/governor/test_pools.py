@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from garrison.core.fleet import JobStatus
 from garrison.governor.pools import plan_pools, preemption_order, serving_devices_wanted
 from garrison.governor.state import (
@@ -226,22 +228,14 @@ def test_lend_idle_return_must_be_a_non_negative_number():
     replace(CONFIG, lend_idle_return_s=float("inf")).validate()
 
 
-def test_no_lend_where_the_waiting_requests_would_put_the_fleet_over_the_cap():
+@pytest.mark.parametrize("serving_assignment", ["serving", "idle"])
+def test_no_lend_where_the_waiting_requests_would_put_the_fleet_over_the_cap(serving_assignment):
     # A trickle of arrivals (the peak model sees one busy device) but 5 requests already wait: with the lent device
-    # they fill both slots at once, 600 W, over a 560 W cap's 543 W watermark; a 700 W cap takes it.
+    # they fill both slots at once, 600 W, over a 560 W cap's 543 W watermark; a 700 W cap takes it. "idle" is the
+    # first tick, before the serving floor's worker starts at the end of the tick: the serving device still counts,
+    # or the lend would be judged against its 50 W idle draw and both devices would start together.
     serving = replace(QUIET, arrival_rate_per_s=0.01, queue_depth=5)
-    devices = [device("s0", "serving", "serving"), device("t0", "training")]
-    config = replace(CONFIG, training_guarantee=1)
-    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
-    assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
-
-
-def test_a_serving_device_without_its_worker_yet_counts_in_the_lend_power_check():
-    # The first tick: the serving-home device has no worker (the floor starts one at the end of the tick). With it
-    # counted, the 5 waiting requests fill both devices, 600 W, over the 560 W cap's watermark: no lend. Judged
-    # against the idle serving device's 50 W instead, the lend would pass and both devices would start together.
-    serving = replace(QUIET, arrival_rate_per_s=0.01, queue_depth=5)
-    devices = [device("s0", "serving", "idle"), device("t0", "training")]
+    devices = [device("s0", "serving", serving_assignment), device("t0", "training")]
     config = replace(CONFIG, training_guarantee=1)
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
