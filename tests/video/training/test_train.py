@@ -77,8 +77,10 @@ def test_the_velocity_clamp_rises_from_the_late_step_on():
 
     cfg = TrainConfig(min_t_for_velocity=0.05, min_t_for_velocity_late=0.5, late_from_step=10)
     assert velocity_clamp(cfg, 9) == 0.05 and velocity_clamp(cfg, 10) == 0.5
+    cfg.late_from_wall_s = 60.0  # a time-budgeted run switches by wall time, or by step, whichever comes first
+    assert velocity_clamp(cfg, 3, wall_s=59.0) == 0.05 and velocity_clamp(cfg, 3, wall_s=60.0) == 0.5
     cfg.min_t_for_velocity_late = None
-    assert velocity_clamp(cfg, 10_000) == 0.05
+    assert velocity_clamp(cfg, 10_000, wall_s=1e6) == 0.05
 
 
 def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero():
@@ -91,3 +93,31 @@ def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero():
     assert learning_rate(cfg, 999) == pytest.approx(1e-5)
     short = TrainConfig(steps=30, lr=1e-3, warmup_steps=1, cooldown_steps=100)
     assert learning_rate(short, 29) == pytest.approx(1e-3)  # too short for a cool-down
+
+
+def test_rendering_on_the_training_device_trains_the_same_model(tmp_path):
+    """render_torch reproduces world.render bit for bit on a CPU, so the two data paths give the same weights."""
+    on_host, on_device = tmp_path / "host", tmp_path / "device"
+    train(tiny_config(on_host, 4), resume=False)
+    cfg = tiny_config(on_device, 4)
+    cfg.render_on_device = True
+    train(cfg, resume=False)
+    a, _ = load_model(on_host)
+    b, _ = load_model(on_device)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_a_stop_point_pauses_the_schedule_and_a_resume_continues_it(tmp_path):
+    """stop_at_wall_s ends a piece of a run; unlike max_wall_s it leaves the learning-rate schedule where it was."""
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    train(tiny_config(straight, 6), resume=False)
+    cfg = tiny_config(paused, 6)
+    cfg.stop_at_wall_s = 1e-9  # reached after the first step
+    assert train(cfg, resume=False)["steps"] == 1
+    cfg.stop_at_wall_s = None
+    assert train(cfg, resume=True)["steps"] == 6
+    a, _ = load_model(straight)
+    b, _ = load_model(paused)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6), name

@@ -44,11 +44,9 @@ class TextEncoder:
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, int]]:
-        batch = self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
-        ).to(self.device)
-        states = self.model(**batch).last_hidden_state.float()
-        lengths = batch["attention_mask"].sum(1).tolist()
+        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        lengths = batch["attention_mask"].sum(1).tolist()  # read on the host: no wait for the device
+        states = self.model(**batch.to(self.device)).last_hidden_state.float()
         return [(states[i, : int(n)].clone(), int(n)) for i, n in enumerate(lengths)]
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,12 +57,9 @@ class TextEncoder:
             self._cache.update(zip(missing, self._encode_uncached(missing), strict=True))
         items = [self._cache[p] for p in prompts]
         length = max(n for _, n in items)
-        states = torch.zeros(len(items), length, TEXT_DIM, device=self.device)
-        mask = torch.zeros(len(items), length, dtype=torch.bool, device=self.device)
-        for i, (s, n) in enumerate(items):
-            states[i, :n] = s
-            mask[i, :n] = True
-        return states, mask
+        states = torch.nn.utils.rnn.pad_sequence([s for s, _ in items], batch_first=True)
+        mask = torch.arange(length)[None, :] < torch.tensor([n for _, n in items])[:, None]
+        return states, mask.to(self.device, non_blocking=True)
 
     def token_count(self, prompt: str) -> int:
         return len(self.tokenizer(prompt, truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"])

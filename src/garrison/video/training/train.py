@@ -82,6 +82,8 @@ class TrainConfig:
     # colour and background but ignored shape and motion words, which only the high-noise steps decide.
     min_t_for_velocity_late: float | None = 0.5
     late_from_step: int = 3800
+    # The same switch by training wall time, for a run that a time budget ends (whichever comes first applies).
+    late_from_wall_s: float | None = None
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     log_every: int = 25
@@ -93,10 +95,16 @@ class TrainConfig:
     # With a wall-time budget the step count is unknown ahead, so the cool-down can also be in seconds: lr falls
     # linearly to 0 over the budget's last `cooldown_wall_s` (whichever of the two cool-downs is lower wins).
     cooldown_wall_s: float | None = None
+    # Stop (and checkpoint) at this wall time without ending the schedule: a resumed run with a later
+    # `stop_at_wall_s` goes on as if it had not stopped (a lent device's time arrives in pieces).
+    stop_at_wall_s: float | None = None
     render_workers: int = 0  # processes that render clips ahead of the loop (0: render in the loop, as on a CPU)
     # Optimizer steps per rendered batch, each with fresh noise and t ("data echoing", Choi et al. 2019): where
     # rendering, not the device, limits the rate (a GPU), a clip is worth more than one noise draw.
     echo: int = 1
+    # Render each batch with torch on the training device (render_torch.py) instead of in CPU processes: on a GPU
+    # the CPU renderers, not the GPU, limited the rate.
+    render_on_device: bool = False
     init_from: str | None = None  # start a fresh run from this checkpoint's weights (fine-tuning), not from random
     model: DiTConfig = field(default_factory=DiTConfig)
 
@@ -153,16 +161,18 @@ def learning_rate(cfg: TrainConfig, step: int, wall_s: float = 0.0) -> float:
     return lr
 
 
-def velocity_clamp(cfg: TrainConfig, step: int) -> float:
-    """The smallest t the velocity loss divides by at `step` (0-based)."""
-    if cfg.min_t_for_velocity_late is not None and step >= cfg.late_from_step:
+def velocity_clamp(cfg: TrainConfig, step: int, wall_s: float = 0.0) -> float:
+    """The smallest t the velocity loss divides by at `step` (0-based), `wall_s` into the run."""
+    late = step >= cfg.late_from_step or (cfg.late_from_wall_s is not None and wall_s >= cfg.late_from_wall_s)
+    if cfg.min_t_for_velocity_late is not None and late:
         return cfg.min_t_for_velocity_late
     return cfg.min_t_for_velocity
 
 
-def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (B, T, H, W, 3) -> float (B, 3, T, H, W) in [-1, 1]."""
-    x = torch.from_numpy(frames).to(device).permute(0, 4, 1, 2, 3).float()
+    x = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(frames)
+    x = x.to(device).permute(0, 4, 1, 2, 3).float()
     return x / 127.5 - 1.0
 
 
@@ -176,7 +186,13 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     ema = SpacetimeDiT(cfg.model).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+        weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",  # one kernel for all parameters: a 10 M model's step is launch-bound
+    )
     step, wall_s, log, clips_seen = 0, 0.0, [], 0
     state = load_train_state(out) if resume else None
     if state is not None:
@@ -199,7 +215,16 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     plans = stream_plans(cfg.seed, cfg.batch_tokens, cfg.max_batch, cfg.model.patch_t, cfg.model.patch_hw)
     for _ in range(-(-step // echo)):  # replay the data stream to where the run stopped, without rendering
         next(plans)
-    batches = BatchRenderer(plans, cfg.render_workers)
+    batches: Iterator[Batch]
+    if cfg.render_on_device:
+        from garrison.video.data.render_torch import render_clips
+
+        batches = (
+            Batch(render_clips(p.params, device), p.captions, p.seconds, p.aspect)
+            for p in plans  # type: ignore[arg-type]
+        )
+    else:
+        batches = BatchRenderer(plans, cfg.render_workers)
 
     def save(step_now: int) -> None:
         save_train_state(
@@ -221,8 +246,14 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     model.train()
     t_last = time.perf_counter()
-    loss_acc, n_acc = 0.0, 0
+    # On CUDA the loss stays on the device between log points: reading it every step would make the CPU wait for
+    # the GPU, and the CPU's kernel launches would no longer overlap the GPU's work. `on_step` then sees the last
+    # logged mean.
+    sync_every_step = device.type != "cuda"
+    loss_acc: torch.Tensor | float = 0.0
+    loss_value, n_acc = float("nan"), 0
     batch = None
+    ema_params, model_params = list(ema.parameters()), list(model.parameters())
     while step < cfg.steps:
         fresh = batch is None or step % echo == 0
         if fresh:
@@ -236,36 +267,41 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
         for g in opt.param_groups:
             g["lr"] = lr
         with autocast:
-            loss = flow_matching_loss(model, x0, text_states, text_mask, cfg, min_t=velocity_clamp(cfg, step))
+            loss = flow_matching_loss(model, x0, text_states, text_mask, cfg, min_t=velocity_clamp(cfg, step, wall_s))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
+            torch._foreach_lerp_(ema_params, model_params, 1 - decay)
         step += 1
         clips_seen += len(batch.captions) if fresh else 0
         now = time.perf_counter()
         wall_s += now - t_last
         t_last = now
-        loss_value = loss.detach().item()
-        loss_acc += loss_value
+        if sync_every_step:
+            loss_value = loss.detach().item()
+            loss_acc = loss_acc + loss_value
+        else:
+            loss_acc = loss_acc + loss.detach()
         n_acc += 1
-        if on_step is not None:
-            on_step(step, loss_value)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "loss": loss_acc / n_acc, "wall_s": round(wall_s, 1), "lr": lr})
+            mean_loss = float(loss_acc) / n_acc
+            loss_value = loss_value if sync_every_step else mean_loss
+            log.append({"step": step, "loss": mean_loss, "wall_s": round(wall_s, 1), "lr": lr})
             loss_acc, n_acc = 0.0, 0
             with (out / "train_log.jsonl").open("a") as f:
                 f.write(json.dumps(log[-1]) + "\n")
-        out_of_time = cfg.max_wall_s is not None and wall_s >= cfg.max_wall_s
+        if on_step is not None:
+            on_step(step, loss_value)
+        out_of_time = any(limit is not None and wall_s >= limit for limit in (cfg.max_wall_s, cfg.stop_at_wall_s))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             save(step)
         if out_of_time:
             break
-    batches.close()
+    if isinstance(batches, BatchRenderer):
+        batches.close()
     if step == 0:
         save(0)
     return {
