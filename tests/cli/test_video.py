@@ -162,9 +162,23 @@ def test_train_checkpoints_resumes_and_writes_a_model_card(tmp_path):
     ]
 
 
+def test_train_takes_the_gpu_recipe_options_on_a_cpu(tmp_path):
+    """The options of the lent-GPU recipe (clips rendered on the device, the clamp switched by wall time) also run
+    on a CPU, so `garrison train` reproduces that recipe anywhere."""
+    out = tmp_path / "run"
+    args = ("train", "--steps", "2", "--batch-tokens", "256", "--out", str(out), "--eval-limit", "0", "--json")
+    result = run(*args, "--render-on-device", "--late-from-minutes", "0")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert config["render_on_device"] is True and config["late_from_wall_s"] == 0
+    assert config["late_from_step"] > 10**9  # the wall-time switch alone decides
+
+
 def test_train_refuses_bad_settings():
     result = run("train", "--steps", "0")
     assert result.exit_code != 0 and "positive" in result.output
+    result = run("train", "--late-from-minutes", "-1")
+    assert result.exit_code != 0 and "late-from-minutes" in result.output
     result = run("train", "--device", "tpu")
     assert result.exit_code != 0 and "unknown device" in result.output
 

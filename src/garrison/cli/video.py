@@ -223,6 +223,13 @@ def register(app: typer.Typer) -> None:
         echo: int = typer.Option(1, help="Optimizer steps per rendered batch, each with fresh noise (data echoing)."),
         init_from: Path = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning)."),
         late_from_step: int = typer.Option(None, help="Step from which the velocity loss's t clamp is 0.5."),
+        late_from_minutes: float = typer.Option(
+            None,
+            help="Training minutes from which the t clamp is 0.5 (for a time-budgeted run; alone, no step switch).",
+        ),
+        render_on_device: bool = typer.Option(
+            False, help="Render the training clips with torch on the training device (on a GPU: no CPU renderers)."
+        ),
         cooldown_minutes: float = typer.Option(
             None, help="With --max-minutes: lr falls linearly to 0 over the budget's last this many minutes."
         ),
@@ -244,7 +251,13 @@ def register(app: typer.Typer) -> None:
             cfg.max_batch = max_batch
         if late_from_step is not None:
             cfg.late_from_step = late_from_step
-        cfg.render_workers, cfg.echo = render_workers, echo
+        if late_from_minutes is not None:
+            if late_from_minutes < 0:
+                fail("late-from-minutes must be >= 0")
+            cfg.late_from_wall_s = late_from_minutes * 60
+            if late_from_step is None:
+                cfg.late_from_step = 2**62  # the wall-time switch alone decides
+        cfg.render_workers, cfg.echo, cfg.render_on_device = render_workers, echo, render_on_device
         if cfg.steps < 1 or cfg.batch_tokens < 1 or cfg.lr <= 0 or cfg.max_batch < 1 or echo < 1:
             fail("steps, batch-tokens, max-batch, echo and lr must be positive")
         if render_workers < 0 or cfg.late_from_step < 0:
