@@ -1,12 +1,17 @@
-"""Watermark detection on the built-in model's own outputs, plain mark against informed embedding. One JSON line.
+"""Watermark on the built-in model's own outputs, plain mark against informed embedding. One JSON line.
 
-    python benchmarks/shield_watermark_model_outputs.py [--clips 24]
+    python benchmarks/shield_watermark_model_outputs.py [--clips 24] [--cache /tmp/model_clips.npz]
 
 World clips (benchmarks/shield_watermark.py) are flat shapes on flat backgrounds; what the shipped model draws is
 noisier (see its model card), and that noise is the host interference a blind detector must read through. Each clip
 is generated at the pipeline's defaults (24 steps, guidance 3 since 2026-11-26) over prompts, seeds, sizes and durations, marked, delivered
-as garrison writes it (H.264 CRF 18), read back, and detected: `recovered` = detected at p <= 1e-6 with all 64
-payload bits right.
+as garrison writes it (H.264 CRF 18), read back, and then attacked as in benchmarks/shield_watermark.py:
+- crf18: the delivered file itself -> `recovered` = detected at p <= 1e-6 with all 64 payload bits right;
+- crf28: the delivered clip re-encoded at CRF 28 -> recovered;
+- half: 0.5x area downscale, re-encoded at CRF 23 -> payload bit accuracy (decoded whether or not detected);
+- crop10: 10% of each axis cut away at a random offset, re-encoded at CRF 23 -> payload bit accuracy.
+"informed" is the shipped default (`WatermarkConfig()`); "plain" is the same mark at one amplitude everywhere.
+`--cache` keeps the generated clips in an .npz (generation is the slow part); delete it when the checkpoint changes.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from garrison.core.types import Clip, VideoSpec
-from garrison.hardware.cpu import cpu_model_name
-from garrison.shield import watermark as wm
-from garrison.video.io import read_mp4, write_mp4
-from garrison.video.pipelines.builtin import BuiltinPipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shield_clips import crop, downscale_half, h264  # noqa: E402
+from garrison.core.types import Clip, VideoSpec  # noqa: E402
+from garrison.hardware.cpu import cpu_model_name  # noqa: E402
+from garrison.shield import watermark as wm  # noqa: E402
+from garrison.video.io import read_mp4, write_mp4  # noqa: E402
 
 KEY = b"garrison-benchmark-watermark-key"
 COLOURS = ["red", "blue", "green", "yellow", "orange", "purple", "white", "cyan"]
@@ -31,41 +40,94 @@ SHAPES = ["circle", "square", "triangle", "star"]
 MOTIONS = ["moving right", "moving up", "moving left", "bouncing", "rotating", "zooming in"]
 BACKGROUNDS = ["a black background", "a white background", "a gray background", "a navy background"]
 SIZES = [(64, 64, 2), (112, 64, 4), (64, 112, 2)]
+CONFIGS = {"plain": wm.WatermarkConfig(informed_iterations=0), "informed": wm.WatermarkConfig()}
+
+
+def generate(n: int, cache: Path | None) -> tuple[list[np.ndarray], list[int], list[str], int]:
+    """`n` clips from the shipped model with their payloads and prompts (the same draws for any `n`)."""
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        if int(z["n"]) >= n:
+            return (
+                [z[f"f{i}"] for i in range(n)],
+                [int(p) for p in z["payloads"][:n]],
+                list(z["prompts"][:n]),
+                int(z["fps"]),
+            )
+    from garrison.video.pipelines.builtin import BuiltinPipeline
+
+    pipeline = BuiltinPipeline.load()
+    rng = np.random.default_rng(0)
+    clips, payloads, prompts = [], [], []
+    for i in range(n):
+        w, h, seconds = SIZES[i % len(SIZES)]
+        prompt = f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)} on {rng.choice(BACKGROUNDS)}"
+        clips.append(pipeline(VideoSpec(prompt, seconds=seconds, width=w, height=h, seed=i)).clip.frames)
+        payloads.append(int(rng.integers(0, 2**63)))
+        prompts.append(prompt)
+    if cache is not None:
+        arrays = {f"f{i}": c for i, c in enumerate(clips)}
+        np.savez_compressed(
+            cache,
+            n=n,
+            payloads=np.array(payloads, dtype=np.uint64),
+            prompts=np.array(prompts),
+            fps=pipeline.fps,
+            **arrays,
+        )
+    return clips, payloads, prompts, pipeline.fps
+
+
+def bit_accuracy(a: int, b: int) -> float:
+    return 1.0 - bin(a ^ b).count("1") / wm.PAYLOAD_BITS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--cache", type=Path, default=None, help="an .npz to keep generated clips in between runs")
     args = ap.parse_args()
-    pipeline = BuiltinPipeline.load()
-    rng = np.random.default_rng(0)
-    results: dict[str, list] = {"plain": [], "informed": []}
-    psnr: dict[str, list] = {"plain": [], "informed": []}
+    clips, payloads, prompts, fps = generate(args.clips, args.cache)
+    rng = random.Random(0)
+    rows: dict[str, dict[str, list]] = {name: {} for name in CONFIGS}
+    failed: dict[str, list[str]] = {name: [] for name in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.clips):
-            w, h, seconds = SIZES[i % len(SIZES)]
-            prompt = f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)} on {rng.choice(BACKGROUNDS)}"
-            frames = pipeline(VideoSpec(prompt, seconds=seconds, width=w, height=h, seed=i)).clip.frames
-            payload = int(rng.integers(0, 2**63))
-            for name, iterations in (("plain", 0), ("informed", 3)):
-                marked = wm.embed(frames, payload, KEY, wm.WatermarkConfig(informed_iterations=iterations))
-                psnr[name].append(wm.psnr_db(frames, marked))
+        for i, (frames, payload) in enumerate(zip(clips, payloads, strict=True)):
+            for name, config in CONFIGS.items():
+                r = rows[name]
+                marked = wm.embed(frames, payload, KEY, config)
+                r.setdefault("psnr", []).append(wm.psnr_db(frames, marked))
                 path = Path(tmp) / f"{i}-{name}.mp4"
-                write_mp4(Clip(marked, pipeline.fps), path)
-                r = wm.detect(read_mp4(path).frames, KEY)
-                results[name].append((bool(r.detected and r.payload == payload), r.bit_accuracy))
-    out = {
+                write_mp4(Clip(marked, fps), path)  # CRF 18, as garrison delivers
+                delivered = read_mp4(path).frames
+                for attack, frames_in in (("crf18", delivered), ("crf28", h264(delivered, 28, fps=fps))):
+                    found = wm.detect(frames_in, KEY)
+                    ok = bool(found.detected and found.payload == payload)
+                    r.setdefault(f"{attack}_ok", []).append(ok)
+                    r.setdefault(f"{attack}_raw", []).append(found.bit_accuracy)
+                    if attack == "crf18" and not ok and name == "informed":
+                        failed[name].append(f"{i}: {prompts[i]} (pilots {found.bit_accuracy:.2f})")
+                for attack, fn in (("half", downscale_half), ("crop10", lambda f: crop(f, 0.1, rng))):
+                    attacked = h264(fn(delivered), 23, fps=fps)
+                    r.setdefault(f"{attack}_acc", []).append(bit_accuracy(wm.decode_payload(attacked, KEY), payload))
+    out: dict = {
         "benchmark": "shield_watermark_model_outputs",
+        "date": date.today().isoformat(),
         "clips": args.clips,
         "machine": f"{cpu_model_name()}, {os.cpu_count()} logical CPUs",
     }
-    for name in results:
+    for name, r in rows.items():
         out[name] = {
-            "recovered": round(float(np.mean([ok for ok, _ in results[name]])), 3),
-            "pilot_bit_accuracy_mean": round(float(np.mean([acc for _, acc in results[name]])), 3),
-            "psnr_db_mean": round(float(np.mean(psnr[name])), 2),
-            "psnr_db_min": round(float(np.min(psnr[name])), 2),
+            "crf18_recovered": round(float(np.mean(r["crf18_ok"])), 3),
+            "crf18_pilot_bit_accuracy": round(float(np.mean(r["crf18_raw"])), 3),
+            "crf28_recovered": round(float(np.mean(r["crf28_ok"])), 3),
+            "crf28_pilot_bit_accuracy": round(float(np.mean(r["crf28_raw"])), 3),
+            "half_bit_accuracy": round(float(np.mean(r["half_acc"])), 4),
+            "crop10_bit_accuracy": round(float(np.mean(r["crop10_acc"])), 4),
+            "psnr_db_mean": round(float(np.mean(r["psnr"])), 2),
+            "psnr_db_min": round(float(np.min(r["psnr"])), 2),
         }
+    out["informed_failures_crf18"] = failed["informed"]
     print(json.dumps(out))
 
 

@@ -73,3 +73,28 @@ def test_key_file_created_once(tmp_path) -> None:
     key = wm.load_or_create_key(path)
     assert len(key) == 32 and wm.load_or_create_key(path) == key
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_saturated_host_gets_the_whole_budget() -> None:
+    # On black the clip at 0 cuts the negative half of the mark away (the built-in model draws most backgrounds
+    # black): the budget counts only what survives, and a pedestal lifts the black so the other half survives too.
+    clip = moving_clip(64, 64, 16, seed=5)
+    clip[:] = np.where(clip > 130, clip, 0)  # black background, the moving square stays
+    plain = wm.embed(clip, 99, KEY, wm.WatermarkConfig(informed_iterations=0))
+    no_pedestal = wm.embed(clip, 99, KEY, wm.WatermarkConfig(pedestal=0.0))
+    informed = wm.embed(clip, 99, KEY)
+    assert wm.psnr_db(clip, plain) > 43.0  # half the plain mark clipped away
+    for marked in (no_pedestal, informed):
+        assert 40.0 <= wm.psnr_db(clip, marked) < 42.0  # the budget is spent on what survives
+    # Pilot accuracy before any codec: the clipped mark reads worse than the lifted one however much energy it gets.
+    assert wm.detect(no_pedestal, KEY).bit_accuracy < 0.95 <= wm.detect(informed, KEY).bit_accuracy
+    found = wm.detect(h264_roundtrip(informed, 18), KEY)
+    assert found.detected and found.payload == 99
+
+
+def test_psnr_floor_holds_on_a_noisy_host() -> None:
+    # A host whose texture reads against most cells used to push informed embedding past its energy budget.
+    rng = np.random.default_rng(6)
+    texture = rng.normal(0, 12, size=(1, 64, 64, 1)).repeat(3, axis=-1)  # static texture, the same in every frame
+    clip = np.clip(118 + texture + np.zeros((16, 1, 1, 1)), 0, 255).astype(np.uint8)
+    assert wm.psnr_db(clip, wm.embed(clip, 5, KEY)) >= 40.0
