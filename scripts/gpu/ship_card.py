@@ -2,15 +2,16 @@
 card that names every stage: evaluates the weights at the pipeline's defaults over every public prompt and writes
 model.safetensors, config.json, model_card.json and model_card.md into --out.
 
-    python scripts/gpu/ship_card.py --weights DIR --base CARD.json --stage "WHAT=train.log" [--stage ...] --out DIR \
+    python scripts/gpu/ship_card.py --weights DIR [--base CARD.json] --stage "WHAT=train.log" [--stage ...] --out DIR \
         [--faithfulness REPORT.json]
 
 `--faithfulness` takes the `--out` report of `garrison eval faithfulness --checkpoint DIR` over every prompt (seed 0,
 the pipeline's defaults) instead of evaluating again: a full evaluation takes 10-35 minutes on the 2-core CPU. The
 report must name the same weights folder and the same steps and guidance.
 
-`--base` is the card of the run the first fine-tune started from; each `train.log` is what scripts/gpu/train_cuda.py
-printed (its last line is the run's summary and configuration).
+`--base` is the card of the run the first fine-tune started from; without it the first stage is a run from scratch
+(INIT_FROM empty), and the card's fixed facts (architecture, parameters, clip sizes) come from the shipped card. Each
+`train.log` is what scripts/gpu/train_cuda.py printed (its last line is the run's summary and configuration).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from garrison.video.data.world import caption_mix_text
 from garrison.video.pipelines.builtin import DEFAULT_GUIDANCE, DEFAULT_STEPS, BuiltinPipeline
+from garrison.video.training.checkpoint import shipped_checkpoint_dir
 from garrison.video.training.model_card import CARD_JSON, CARD_MD, render_markdown, run_faithfulness
 
 
@@ -43,6 +45,7 @@ def read_stage(what: str, log: Path) -> dict[str, Any]:
     row = json.loads(lines[-1])
     summary, config = row["summary"], {k: _number(v) for k, v in row["config"].items()}
     minutes = float(config["max_wall_s"]) / 60
+    scratch = config.get("init_from") in (None, "None", "")
     losses = [json.loads(x) for x in (log.parent / "train_log.jsonl").read_text().splitlines() if x.strip()]
     return {
         "what": what,
@@ -53,8 +56,22 @@ def read_stage(what: str, log: Path) -> dict[str, Any]:
         "device": summary["device"],
         "final_loss": losses[-1]["loss"] if losses else None,
         "config": config,
-        "reproduce": f"TRAIN_MINUTES={minutes:g} bash scripts/gpu/session.sh fit",
+        "reproduce": f"{'INIT_FROM= ' if scratch else ''}TRAIN_MINUTES={minutes:g} bash scripts/gpu/session.sh fit",
+        "garrison_train": garrison_train_command(config) if scratch else None,
     }
+
+
+def garrison_train_command(config: dict[str, Any]) -> str:
+    """The `garrison train` line that runs a from-scratch stage's recipe (train_cuda.py is that recipe in a script)."""
+    parts = [
+        "garrison train --device cuda --render-on-device",
+        f"--steps {config['steps']} --batch-tokens {config['batch_tokens']} --max-batch {config['max_batch']}",
+        f"--lr {config['lr']} --max-minutes {float(config['max_wall_s']) / 60:g}",
+        f"--cooldown-minutes {float(config['cooldown_wall_s']) / 60:g}",
+    ]
+    if config.get("late_from_wall_s") not in (None, "None"):
+        parts.append(f"--late-from-minutes {float(config['late_from_wall_s']) / 60:g}")
+    return " ".join(parts) + " --out runs/builtin-gpu"
 
 
 def reuse_report(path: Path, weights: Path) -> dict[str, Any]:
@@ -75,20 +92,29 @@ def reuse_report(path: Path, weights: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, required=True)
-    ap.add_argument("--base", type=Path, required=True)
+    ap.add_argument("--base", type=Path, default=None, help="card of the run the first stage fine-tuned")
     ap.add_argument("--stage", action="append", required=True, help="WHAT=path/to/train.log")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--cpu-card", type=Path, default=None, help="card of the CPU recipe's run, to state its result")
     ap.add_argument("--faithfulness", type=Path, default=None, help="a finished full evaluation of --weights")
     args = ap.parse_args()
-    base = json.loads(args.base.read_text())
     stages = [read_stage(what, Path(log)) for what, log in (s.split("=", 1) for s in args.stage)]
-    lineage = [
-        {"what": f"CPU run ({base['date']})", "steps": base["steps"], "clips_seen": base["data"]["clips_seen"],
-         "wall_s": base["wall_s"], "machine": base["machine"], "reproduce": base["reproduce"]},
-        *({k: st[k] for k in ("what", "steps", "clips_seen", "wall_s", "machine", "reproduce")} for st in stages),
-    ]  # fmt: skip
-    for number, st in enumerate(lineage[2:], start=3):  # later fine-tunes start from the stage before
-        st["reproduce"] = f"INIT_FROM=<stage {number - 1} weights> {st['reproduce']}"
+    keys = ("what", "steps", "clips_seen", "wall_s", "machine", "reproduce")
+    if args.base is not None:
+        base = json.loads(args.base.read_text())
+        lineage = [
+            {"what": f"CPU run ({base['date']})", "steps": base["steps"], "clips_seen": base["data"]["clips_seen"],
+             "wall_s": base["wall_s"], "machine": base["machine"], "reproduce": base["reproduce"]},
+            *({k: st[k] for k in keys} for st in stages),
+        ]  # fmt: skip
+    else:
+        base = json.loads((shipped_checkpoint_dir() / CARD_JSON).read_text())
+        base.pop("lineage", None)
+        lineage = [{k: st[k] for k in keys} for st in stages]
+        if stages[0]["garrison_train"]:
+            lineage[0]["garrison_train"] = stages[0]["garrison_train"]
+    for number, st in enumerate(lineage[2 if args.base else 1 :], start=3 if args.base else 2):
+        st["reproduce"] = f"INIT_FROM=<stage {number - 1} weights> {st['reproduce']}"  # from the stage before
     last = stages[-1]
     recipe = {**last["config"], "model": base["recipe"]["model"], "out_dir": "/tmp/runs/gpu"}
     faithfulness = (
@@ -121,6 +147,18 @@ def main() -> None:
         "reproduce": lineage[-1]["reproduce"],
         "lineage": lineage,
     }
+    if args.cpu_card is not None:
+        cpu = json.loads(args.cpu_card.read_text())
+        judged = cpu["faithfulness"]
+        card["cpu_recipe"] = {
+            "reproduce": f"garrison train --steps {cpu['steps']} --seed {cpu['recipe']['seed']} --threads 2",
+            "steps": cpu["steps"],
+            "wall_s": cpu["wall_s"],
+            "machine": cpu["machine"],
+            "date": cpu["date"],
+            "all_four": {name: s["all"] for name, s in judged["sets"].items()},
+            "judged": f"{judged['steps']} steps, guidance {judged['guidance']}, {judged['prompts_per_set']} prompts a set",
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "config.json"):
         if (args.weights / name).resolve() != (args.out / name).resolve():

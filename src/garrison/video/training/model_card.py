@@ -104,7 +104,12 @@ def finish_run(
 
 def late_clamp(recipe: dict[str, Any]) -> str:
     late = recipe.get("min_t_for_velocity_late")
-    return "" if late is None else f" (at {late} from step {recipe['late_from_step']} on)"
+    if late is None:
+        return ""
+    wall_s = recipe.get("late_from_wall_s")
+    if wall_s not in (None, "None") and int(recipe["late_from_step"]) >= 10**9:  # switched by wall time alone
+        return f" (at {late} from {float(wall_s):.0f} s of training on)"
+    return f" (at {late} from step {recipe['late_from_step']} on)"
 
 
 def cooldown(recipe: dict[str, Any]) -> str:
@@ -113,10 +118,29 @@ def cooldown(recipe: dict[str, Any]) -> str:
     return f"{recipe.get('cooldown_steps', 0)} steps"
 
 
+def cpu_recipe(card: dict[str, Any]) -> str:
+    """The CPU recipe's own result, for a checkpoint that a GPU produced (anyone without one can still train)."""
+    cpu = card.get("cpu_recipe")
+    if not cpu:
+        return ""
+    sets = ", ".join(f"{name} {value:.2f}" for name, value in cpu["all_four"].items())
+    return f"""## CPU recipe
+Without a GPU: `{cpu["reproduce"]}` ({cpu["steps"]} steps, {cpu["wall_s"] / 60:.0f} min on {cpu["machine"]},
+{cpu["date"]}) reaches all four attributes right on {sets} ({cpu["judged"]}).
+
+"""
+
+
+def cli_line(card: dict[str, Any]) -> str:
+    stages = card.get("lineage") or []
+    command = stages[0].get("garrison_train") if len(stages) == 1 else None
+    return f", or with the CLI: `{command}`" if command else ""
+
+
 def render_lineage(card: dict[str, Any]) -> str:
     """The stages behind a checkpoint that was trained in more than one run (a CPU run, then GPU fine-tunes)."""
     stages = card.get("lineage")
-    if not stages:
+    if not stages or len(stages) < 2:  # one run: the Training section says it all
         return ""
     rows = "\n".join(
         f"| {i} | {st['what']} | {st['steps']} | {st['clips_seen']} | {st['wall_s'] / 60:.1f} min | {st['machine']} |"
@@ -161,9 +185,9 @@ velocity loss) and classifier-free guidance. One model renders 2, 4, 8 and 12 s 
   noise shift {r["noise_shift"]}, velocity loss with t clamped at {r["min_t_for_velocity"]}{late_clamp(r)},
   bf16 autocast {r["bf16"]}, seed {r["seed"]}. Final training loss
   {card["final_loss"]:.4f}.
-- Reproduce: `{card["reproduce"]}`.
+- Reproduce: `{card["reproduce"]}`{cli_line(card)}.
 
-{render_lineage(card)}## Faithfulness
+{cpu_recipe(card)}{render_lineage(card)}## Faithfulness
 Judged by `garrison eval faithfulness` (analytic detector, no learning) at {f["steps"]} steps, guidance
 {f["guidance"]}, {f["prompts_per_set"] or "all"} prompts per set, every duration and aspect ratio included.
 

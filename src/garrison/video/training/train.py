@@ -63,7 +63,7 @@ class BatchRenderer:
 
 @dataclass
 class TrainConfig:
-    """Defaults are the recipe of the shipped checkpoint."""
+    """Defaults are the CPU recipe (scripts/gpu/train_cuda.py sets the GPU one that trained the shipped checkpoint)."""
 
     out_dir: str = "runs/builtin"
     steps: int = 6600
