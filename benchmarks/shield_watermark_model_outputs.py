@@ -1,6 +1,6 @@
 """Watermark on the built-in model's own outputs, plain mark against informed embedding. One JSON line.
 
-    python benchmarks/shield_watermark_model_outputs.py [--clips 24] [--cache /tmp/model_clips.npz]
+    python benchmarks/shield_watermark_model_outputs.py [--clips 24] [--prompts world|free] [--cache /tmp/clips.npz]
 
 World clips (benchmarks/shield_watermark.py) are flat shapes on flat backgrounds; what the shipped model draws is
 noisier (see its model card), and that noise is the host interference a blind detector must read through. Each clip
@@ -11,6 +11,10 @@ as garrison writes it (H.264 CRF 18), read back, and then attacked as in benchma
 - half: 0.5x area downscale, re-encoded at CRF 23 -> payload bit accuracy (decoded whether or not detected);
 - crop10: 10% of each axis cut away at a random offset, re-encoded at CRF 23 -> payload bit accuracy.
 "informed" is the shipped default (`WatermarkConfig()`); "plain" is the same mark at one amplitude everywhere.
+`--prompts world` (the default) draws from the public prompt sets (evaluate/prompts.json: template, synonym and
+paraphrase captions of the model's world, every duration and aspect), which is what the built-in model is for;
+`--prompts free` mixes in words outside its world (stars, bouncing, white backgrounds), which it renders as whatever
+its world holds nearest: often a near-black background, where the mark's positive half clips at 0.
 `--cache` keeps the generated clips in an .npz (generation is the slow part); delete it when the checkpoint changes.
 """
 
@@ -43,11 +47,26 @@ SIZES = [(64, 64, 2), (112, 64, 4), (64, 112, 2)]
 CONFIGS = {"plain": wm.WatermarkConfig(informed_iterations=0), "informed": wm.WatermarkConfig()}
 
 
-def generate(n: int, cache: Path | None) -> tuple[list[np.ndarray], list[int], list[str], int]:
+def world_specs(n: int) -> list[tuple[str, int, int, int]]:
+    """`n` (prompt, width, height, seconds) from the public prompt sets, in turn, with their sizes and durations."""
+    from garrison.video.data.world import ASPECTS, DURATIONS_S
+    from garrison.video.evaluate.faithfulness import load_prompt_sets
+
+    sets = list(load_prompt_sets().values())
+    rng = random.Random(0)
+    out = []
+    for i in range(n):
+        row = rng.choice(sets[i % len(sets)])
+        width, height = ASPECTS[list(ASPECTS)[i % len(ASPECTS)]]
+        out.append((row["prompt"], width, height, DURATIONS_S[(i // len(ASPECTS)) % len(DURATIONS_S)]))
+    return out
+
+
+def generate(n: int, cache: Path | None, kind: str) -> tuple[list[np.ndarray], list[int], list[str], int]:
     """`n` clips from the shipped model with their payloads and prompts (the same draws for any `n`)."""
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        if int(z["n"]) >= n:
+        if int(z["n"]) >= n and str(z.get("kind", "free")) == kind:
             return (
                 [z[f"f{i}"] for i in range(n)],
                 [int(p) for p in z["payloads"][:n]],
@@ -59,9 +78,12 @@ def generate(n: int, cache: Path | None) -> tuple[list[np.ndarray], list[int], l
     pipeline = BuiltinPipeline.load()
     rng = np.random.default_rng(0)
     clips, payloads, prompts = [], [], []
+    world = world_specs(n) if kind == "world" else []
     for i in range(n):
         w, h, seconds = SIZES[i % len(SIZES)]
         prompt = f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} {rng.choice(MOTIONS)} on {rng.choice(BACKGROUNDS)}"
+        if world:
+            prompt, w, h, seconds = world[i]
         clips.append(pipeline(VideoSpec(prompt, seconds=seconds, width=w, height=h, seed=i)).clip.frames)
         payloads.append(int(rng.integers(0, 2**63)))
         prompts.append(prompt)
@@ -70,6 +92,7 @@ def generate(n: int, cache: Path | None) -> tuple[list[np.ndarray], list[int], l
         np.savez_compressed(
             cache,
             n=n,
+            kind=kind,
             payloads=np.array(payloads, dtype=np.uint64),
             prompts=np.array(prompts),
             fps=pipeline.fps,
@@ -86,8 +109,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--cache", type=Path, default=None, help="an .npz to keep generated clips in between runs")
+    ap.add_argument("--prompts", choices=("world", "free"), default="world")
     args = ap.parse_args()
-    clips, payloads, prompts, fps = generate(args.clips, args.cache)
+    clips, payloads, prompts, fps = generate(args.clips, args.cache, args.prompts)
     rng = random.Random(0)
     rows: dict[str, dict[str, list]] = {name: {} for name in CONFIGS}
     failed: dict[str, list[str]] = {name: [] for name in CONFIGS}
@@ -114,6 +138,7 @@ def main() -> None:
         "benchmark": "shield_watermark_model_outputs",
         "date": date.today().isoformat(),
         "clips": args.clips,
+        "prompts": args.prompts,
         "machine": f"{cpu_model_name()}, {os.cpu_count()} logical CPUs",
     }
     for name, r in rows.items():
