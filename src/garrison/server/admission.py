@@ -52,8 +52,9 @@ def utc_day_start(now_s: float) -> float:
 
 @lru_cache(maxsize=1)
 def _model_config() -> Any:
-    from garrison.video.models.dit import DiTConfig
-    from garrison.video.training.checkpoint import load_config, shipped_checkpoint_dir
+    # the torch-free homes of these names (configs.py, checkpoint_config.py): the server never imports torch
+    from garrison.video.models.configs import DiTConfig
+    from garrison.video.training.checkpoint_config import load_config, shipped_checkpoint_dir
 
     return DiTConfig(**load_config(shipped_checkpoint_dir())["model"])
 
@@ -64,7 +65,7 @@ def _tokenizer() -> Any:
     the same ids but would import transformers into the server for nothing), truncated as the encoder truncates."""
     from tokenizers import Tokenizer
 
-    from garrison.video.models.text_encoder import MAX_TEXT_TOKENS, model_dir
+    from garrison.video.models.configs import MAX_TEXT_TOKENS, model_dir
 
     tokenizer = Tokenizer.from_file(str(Path(model_dir()) / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=MAX_TEXT_TOKENS)
@@ -81,8 +82,8 @@ def estimate_flops(prompt: str, seconds: int, size: str, steps: int, guidance: f
     """Analytic FLOPs of a request on the built-in model at quality rung `level` (no weights loaded)."""
     from garrison.core.types import VideoSpec
     from garrison.video.data.world import load_world
-    from garrison.video.pipelines.builtin import render_size
     from garrison.video.pipelines.flops import generation_flops
+    from garrison.video.pipelines.sizes import render_size
 
     cfg = _model_config()
     rung = QUALITY_LADDER[level]

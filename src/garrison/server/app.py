@@ -193,14 +193,17 @@ def create_app(
 def configure_server_process() -> None:
     """Process-wide settings for a process that serves the API; call once, before serving.
 
-    torch runs one intra-op thread: the only model the server runs is the prompt policy's sentence encoder, on one
-    prompt a request, so parallelism comes from concurrent requests, and a pool of OpenMP threads per forward pass
-    (one per core by default) only spins against the event loop and the other requests for the same cores (on
-    2 cores it doubled the CPU time of a create and made its latency erratic under load).
+    The BLAS under NumPy runs one thread: the only model the server runs is the prompt policy's sentence encoder
+    (NumPy, shield/policy.py), on one prompt a request, so parallelism comes from concurrent requests, and a pool of
+    BLAS threads per matrix product (one per core by default) only spins against the event loop and the other
+    requests for the same cores (with torch's OpenMP pool, on 2 cores, it doubled the CPU time of a create and made
+    its latency erratic under load). threadpoolctl sets the limit on the BLAS libraries already loaded, so NumPy is
+    imported first; the server does not import torch at all.
     """
-    import torch
+    import numpy as np  # noqa: F401 - loads the BLAS whose pool is limited below
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def app_from_env() -> FastAPI:

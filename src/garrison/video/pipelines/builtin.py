@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,69 +19,26 @@ import torch.nn.functional as F
 
 from garrison.core.types import DEFAULT_GUIDANCE as DEFAULT_GUIDANCE  # re-exported: the CLI and API defaults
 from garrison.core.types import DEFAULT_STEPS as DEFAULT_STEPS
-from garrison.core.types import Clip, InvalidSpecError, VideoSpec
-from garrison.video.data.world import ASPECTS, DURATIONS_S, load_world, native_sizes
+from garrison.core.types import Clip, VideoSpec
+from garrison.video.data.world import load_world
 from garrison.video.models.dit import SpacetimeDiT
 from garrison.video.models.text_encoder import TextEncoder, shared_text_encoder
 from garrison.video.pipelines.flops import generation_flops
+
+# re-exported: their home before sizes.py
+from garrison.video.pipelines.sizes import SCALED_SIZES as SCALED_SIZES
+from garrison.video.pipelines.sizes import check_spec as check_spec
+from garrison.video.pipelines.sizes import render_size as render_size
+from garrison.video.pipelines.sizes import resolve_size as resolve_size
+from garrison.video.pipelines.sizes import shipped_patch_px as shipped_patch_px
+from garrison.video.pipelines.sizes import supported_sizes as supported_sizes
 from garrison.video.sampling.flow_euler import FlowMatchEulerSampler
-from garrison.video.training.checkpoint import load_config, load_model, shipped_checkpoint_dir
+from garrison.video.training.checkpoint import load_model, shipped_checkpoint_dir
 
 MODEL_NAME = "garrison-builtin-dit"
-SCALED_SIZES: dict[str, str] = {  # OpenAI video API size -> the native aspect it is rendered at
-    "1280x720": "landscape",
-    "1792x1024": "landscape",
-    "720x1280": "portrait",
-    "1024x1792": "portrait",
-}
 SAMPLER_SHIFT = 3.0
 
 ProgressFn = Callable[[int, int], None]
-
-
-def supported_sizes() -> list[str]:
-    return native_sizes() + list(SCALED_SIZES)
-
-
-def resolve_size(width: int, height: int) -> tuple[tuple[int, int], bool]:
-    """(native width, height) to render at, and whether the output is scaled from it."""
-    size = f"{width}x{height}"
-    for w, h in ASPECTS.values():
-        if (w, h) == (width, height):
-            return (w, h), False
-    if size in SCALED_SIZES:
-        return ASPECTS[SCALED_SIZES[size]], True
-    raise InvalidSpecError(f"size {size} is not supported; use one of {', '.join(supported_sizes())}")
-
-
-@lru_cache(maxsize=1)
-def shipped_patch_px() -> int:
-    """The spatial patch of the shipped checkpoint, read from its config (no weights loaded)."""
-    return int(load_config(shipped_checkpoint_dir())["model"]["patch_hw"])
-
-
-def render_size(spec: VideoSpec, patch_px: int | None = None) -> tuple[tuple[int, int], bool]:
-    """(width, height) the model renders `spec` at, and whether the output is scaled from it.
-
-    A `native_scale` below 1 (the quality ladder's cheapest rungs) shrinks the native size to a multiple of the
-    model's spatial patch (`patch_px`, default: the shipped checkpoint's), never below one patch, and scales the
-    result up to the asked size.
-    """
-    (w, h), scaled = resolve_size(spec.width, spec.height)
-    if spec.native_scale >= 1.0:
-        return (w, h), scaled
-    patch = patch_px or shipped_patch_px()
-    w_s = max(patch, int(round(w * spec.native_scale / patch)) * patch)
-    h_s = max(patch, int(round(h * spec.native_scale / patch)) * patch)
-    return (w_s, h_s), scaled or (w_s, h_s) != (w, h)
-
-
-def check_spec(spec: VideoSpec) -> None:
-    """Everything that can be refused before any work starts."""
-    spec.validate()
-    if spec.seconds not in DURATIONS_S:
-        raise InvalidSpecError(f"seconds must be one of {', '.join(map(str, DURATIONS_S))}, got {spec.seconds}")
-    resolve_size(spec.width, spec.height)
 
 
 @dataclass

@@ -7,8 +7,8 @@ percent and is left out. A test checks these formulas against torch's FlopCounte
 
 from __future__ import annotations
 
-from garrison.video.models.dit import DiTConfig
-from garrison.video.models.text_encoder import MINILM_LAYERS, MINILM_MLP, MINILM_WIDTH, TEXT_DIM
+# configs.py, not dit.py / text_encoder.py: the API server counts FLOPs without importing torch
+from garrison.video.models.configs import MINILM_LAYERS, MINILM_MLP, MINILM_WIDTH, TEXT_DIM, DiTConfig
 
 
 def dit_forward_flops(cfg: DiTConfig, grid: tuple[int, int, int], text_tokens: int, batch: int = 1) -> int:

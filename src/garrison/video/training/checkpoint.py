@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,14 @@ import torch
 
 from garrison.video.models.dit import DiTConfig, SpacetimeDiT
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+# re-exported: their home before checkpoint_config.py
+from garrison.video.training.checkpoint_config import CONFIG_FILE as CONFIG_FILE
+from garrison.video.training.checkpoint_config import WEIGHTS_FILE as WEIGHTS_FILE
+from garrison.video.training.checkpoint_config import CheckpointError as CheckpointError
+from garrison.video.training.checkpoint_config import load_config as load_config
+from garrison.video.training.checkpoint_config import shipped_checkpoint_dir as shipped_checkpoint_dir
+
 TRAIN_STATE_FILE = "train_state.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, partial or corrupt; the message names the file and what is wrong."""
-
-
-def shipped_checkpoint_dir() -> Path:
-    return Path(str(resources.files("garrison.video.weights").joinpath("builtin")))
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -54,18 +50,6 @@ def save_weights(directory: Path, model: SpacetimeDiT, meta: dict[str, Any]) -> 
     _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p))
     config = {"model": model.cfg.to_dict(), **meta}
     _atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
-
-
-def load_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: not a garrison checkpoint folder")
-    try:
-        config = json.loads(path.read_text())
-        DiTConfig(**config["model"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from e
-    return config
 
 
 def load_model(
