@@ -68,7 +68,10 @@ class WatermarkConfig:
     # detection only
     false_positive_rate: float = 1e-6  # per clip, after the Bonferroni correction over geometry hypotheses
     working_px_per_cell: int = 4  # resolution the detector works at
-    background_cells: int = 3  # width of the median filter that estimates the local background, in cells
+    # width of the median filter that estimates the local background, in cells. 4 (was 3): on 72 of the built-in
+    # model's clips, bit accuracy after a 0.5x downscale 0.888 -> 0.924 (a wider filter leaves more of each
+    # cell's mark in the residual once the downscale has blurred it); CRF 28 recovery 0.875 either way.
+    background_cells: int = 4
     max_frames: int = 24  # the pattern is static, so a subsample of frames carries all the evidence
     crop_scales: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8)  # visible fraction per axis tried besides 1.0
     offset_step_cells: float = 0.5
