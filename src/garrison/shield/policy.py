@@ -43,6 +43,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from garrison.core.safetensors_map import map_safetensors
 from garrison.hardware.host_memory import release_freed_memory
 
 ALLOW, REFUSE = "allow", "refuse"
@@ -582,7 +583,7 @@ class _SentenceEncoder:
         self.tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_tokens)
         self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")  # to the longest
-        self.weights = _mapped_safetensors(os.path.join(path, "model.safetensors"))
+        self.weights = map_safetensors(os.path.join(path, "model.safetensors"))
 
     def _layer_norm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
         centred = x - x.mean(-1, keepdims=True)
@@ -695,26 +696,6 @@ def gelu(x: np.ndarray) -> np.ndarray:
     """
     x64 = x.astype(np.float64)
     return (0.5 * x64 * (1.0 + erf(x64 * (1.0 / math.sqrt(2.0))))).astype(x.dtype, copy=False)
-
-
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-
-
-def _mapped_safetensors(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file as read-only arrays over a memory map of it (no copy is read into memory:
-    pages are loaded as they are used, and shared with other processes that map the file)."""
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        tensors[name] = data[begin:end].view(dtype).reshape(info["shape"])
-    return tensors
 
 
 @lru_cache(maxsize=1)

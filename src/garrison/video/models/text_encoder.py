@@ -23,11 +23,11 @@ import os
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 # re-exported: their home before configs.py
+from garrison.core.safetensors_map import map_safetensors
 from garrison.video.models.configs import MAX_TEXT_TOKENS as MAX_TEXT_TOKENS
 from garrison.video.models.configs import MINILM_LAYERS as MINILM_LAYERS
 from garrison.video.models.configs import MINILM_MLP as MINILM_MLP
@@ -35,24 +35,10 @@ from garrison.video.models.configs import MINILM_WIDTH as MINILM_WIDTH
 from garrison.video.models.configs import TEXT_DIM as TEXT_DIM
 from garrison.video.models.configs import model_dir as model_dir
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
-
 
 def mapped_safetensors(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file as torch tensors over a copy-on-write memory map of it: nothing is read
-    into anonymous memory; pages load as they are used and are shared with other processes that map the file."""
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + header_len)
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        tensors[name] = torch.from_numpy(data[begin:end].view(dtype).reshape(info["shape"]))
-    return tensors
+    """The tensors of a safetensors file as torch tensors over a copy-on-write map of it (core/safetensors_map.py)."""
+    return {name: torch.from_numpy(array) for name, array in map_safetensors(path, mode="c").items()}
 
 
 class MiniLM:
