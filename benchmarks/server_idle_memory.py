@@ -1,4 +1,5 @@
-"""Resident memory of an idle garrison: the API server process and one idle serving worker with the built-in model.
+"""Resident memory of an idle garrison: the API server process (with its prompt-policy child process and the
+forkserver that child came from) and one idle serving worker with the built-in model.
 
 The server does not load the video model (workers do; it only reads the model's config for cost estimates), so the
 figure the target speaks of, "idle server with the built-in model loaded", is the server plus one worker. Both are
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from _processes import free_port, stop  # noqa: I001
 
@@ -98,6 +100,11 @@ def main() -> None:
             time.sleep(args.settle_s)
             server_mb, worker_mb = rss_mb(server.pid), rss_mb(worker.pid)
             server_detail, worker_detail = memory_mb(server.pid), memory_mb(worker.pid)
+            # The server's own children: the prompt policy's process and the forkserver it was forked from.
+            children = {
+                f"{c.pid} {' '.join(c.cmdline()[-2:])[:60]}": {"rss_mb": round(rss_mb(c.pid), 1), **memory_mb(c.pid)}
+                for c in psutil.Process(server.pid).children(recursive=True)
+            }
         finally:
             for proc in (server, worker):
                 stop(proc)
@@ -108,11 +115,16 @@ def main() -> None:
                 "benchmark": "server_idle_memory",
                 "server_rss_mb": round(server_mb, 1),
                 "worker_rss_mb": round(worker_mb, 1),
-                "total_rss_mb": round(server_mb + worker_mb, 1),
-                # RSS counts the pages the two share (libtorch, the MiniLM weights both map) twice; PSS does not.
-                "total_pss_mb": round(server_detail["pss"] + worker_detail["pss"], 1),
+                "children_rss_mb": round(sum(c["rss_mb"] for c in children.values()), 1),
+                "total_rss_mb": round(server_mb + worker_mb + sum(c["rss_mb"] for c in children.values()), 1),
+                # RSS counts the pages the processes share (libraries, the MiniLM weights all map) again in each;
+                # PSS divides them among the processes that map them, so PSS sums to what the machine holds.
+                "total_pss_mb": round(
+                    server_detail["pss"] + worker_detail["pss"] + sum(c["pss"] for c in children.values()), 1
+                ),
                 "server_mb": server_detail,
                 "worker_mb": worker_detail,
+                "server_children_mb": children,
                 "target_mb": TARGET_MB,
                 "note": "the server does not load the video model; the worker does: total = server + one idle worker",
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

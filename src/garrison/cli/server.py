@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from garrison.hardware.power_limit import CpuSlotLimiter
         from garrison.server.app import configure_server_process, create_app
         from garrison.server.logs import configure_json_logging
+        from garrison.server.policy_pool import policy_processes_from_env
         from garrison.store import StoreError, default_url, open_store
 
         if not 0 < port < 65536:
@@ -81,7 +82,11 @@ def register(app: typer.Typer) -> None:
             grace_period_s=grace_period_s,
             slo_s=slo_s,
         )
-        api = create_app(store, cors_origins=cors_origin or None)
+        try:
+            policy_processes = policy_processes_from_env()
+        except ValueError as e:
+            fail(str(e))
+        api = create_app(store, cors_origins=cors_origin or None, policy_processes=policy_processes)
         content_dir = Path(api.state.content_dir)
         limiter = CpuSlotLimiter(cpu_power, owner=f"up-{port}") if discovery.backend == "cpu" else None
         executor = LocalExecutor(devices, store, url, content_dir, content_dir.parent / "run", cpu_limiter=limiter)

@@ -159,7 +159,12 @@ class Shield:
 
     def screen_prompt(self, prompt: str, request_id: str | None = None) -> PolicyDecision:
         """Policy decision for one prompt, audited (the audit keeps the prompt's hash, not the prompt)."""
-        decision = self.policy.check(prompt)
+        return self.record_policy_decision(prompt, self.policy.check(prompt), request_id)
+
+    def record_policy_decision(
+        self, prompt: str, decision: PolicyDecision, request_id: str | None = None
+    ) -> PolicyDecision:
+        """Audit a decision this shield's policy made elsewhere (the API server's policy process)."""
         self.audit.append(
             "policy_decision", {"request_id": request_id, "prompt_sha256": prompt_sha256(prompt), **decision.to_dict()}
         )

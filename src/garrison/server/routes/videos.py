@@ -26,6 +26,7 @@ from garrison.governor.executors.serving_worker import CONTENT_MEDIA_TYPES, cont
 from garrison.server.auth import authenticate
 from garrison.server.errors import APIError, bad_request, not_found
 from garrison.server.logs import log_fields
+from garrison.server.policy_pool import PolicyPool, PolicyUnavailable
 from garrison.server.schemas import (
     ErrorResponse,
     GarrisonVideoInfo,
@@ -34,6 +35,7 @@ from garrison.server.schemas import (
     VideoList,
     VideoObject,
 )
+from garrison.shield.policy import PolicyDecision
 from garrison.store import Conflict, NotFound
 
 log = logging.getLogger("garrison.server.videos")
@@ -197,12 +199,19 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _create(request: Request, tenant: Any, params: VideoCreate, idempotency_key: str | None) -> tuple[Any, bool]:
-    """The blocking part of a create (policy, quotas, admission, the store), run in a worker thread."""
-    from garrison.shield.verify import screen_prompt
+def _create(
+    request: Request, tenant: Any, params: VideoCreate, idempotency_key: str | None, decision: PolicyDecision | None
+) -> tuple[Any, bool]:
+    """The blocking part of a create (the policy's audit record, quotas, admission, the store), run in a worker
+    thread. `decision` is the policy's, made in the policy process; None screens the prompt here."""
+    from garrison.shield.verify import default_shield
 
     state = request.app.state
-    decision = screen_prompt(params.prompt)  # audited by the shield
+    shield = default_shield()
+    if decision is None:
+        decision = shield.screen_prompt(params.prompt)  # audited by the shield
+    else:
+        shield.record_policy_decision(params.prompt, decision)
     if decision.refused:
         raise APIError(
             400,
@@ -249,7 +258,17 @@ async def create_video(request: Request, tenant: Annotated[Any, Depends(authenti
         params = VideoCreate.model_validate(body)
     except ValidationError as e:
         raise _validation_error(e) from e
-    row, created = await run_in_threadpool(_create, request, tenant, params, idempotency_key)
+    decision = None
+    pool: PolicyPool | None = request.app.state.policy_pool
+    t0 = time.perf_counter()
+    if pool is not None:
+        try:
+            decision = await pool.check(params.prompt)
+        except PolicyUnavailable as e:
+            raise APIError(503, f"the prompt policy is unavailable: {e}; retry", code="policy_unavailable") from e
+    t1 = time.perf_counter()
+    row, created = await run_in_threadpool(_create, request, tenant, params, idempotency_key, decision)
+    t2 = time.perf_counter()
     log_fields(
         log,
         logging.INFO,
@@ -258,6 +277,8 @@ async def create_video(request: Request, tenant: Annotated[Any, Depends(authenti
         tenant_id=tenant.id,
         seconds=row.seconds,
         size=row.size,
+        policy_ms=round((t1 - t0) * 1000, 2),  # waiting for the policy process (0 when screened in the thread)
+        store_ms=round((t2 - t1) * 1000, 2),  # audit, quotas, admission and the store, in a worker thread
     )
     headers = {} if created else {"Idempotent-Replayed": "true"}
     return JSONResponse(video_object(row), headers=headers)
