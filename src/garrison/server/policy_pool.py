@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -208,6 +209,8 @@ def _child_main(argv: list[str]) -> int:
 
     from garrison.shield.policy import Policy, PolicyConfig
 
+    # Ctrl-C reaches the whole process group; the parent decides when this child ends (it closes the pipe).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One BLAS thread: one prompt at a time, and a BLAS pool only spins against the API process for the same cores.
     threadpool_limits(limits=1, user_api="blas")
     requests, answers = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
@@ -215,7 +218,7 @@ def _child_main(argv: list[str]) -> int:
     while True:
         try:
             request_id, prompt = requests.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+        except (EOFError, OSError):
             return 0
         try:
             answer = (request_id, policy.check(prompt), None)
