@@ -22,6 +22,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _children_running(parent_pid: int, module: str) -> list[int]:
+    """Pids of the direct children of `parent_pid` whose command line names `module`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid and module in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def test_up_serves_the_sdk_runs_the_governor_and_stops_on_sigterm(tmp_path):
     port = _free_port()
     env = {**os.environ, "GARRISON_HOME": str(tmp_path / "home")}
@@ -56,6 +72,8 @@ def test_up_serves_the_sdk_runs_the_governor_and_stops_on_sigterm(tmp_path):
         store = open_store(info["store"])
         assert store.get_setting("executor.pids")  # the governor runs workers
         pids = list(store.get_setting("executor.pids").values())
+        policy_pids = _children_running(proc.pid, "garrison.server.policy_pool")
+        assert len(policy_pids) == 1  # prompts are screened in their own process (server/policy_pool.py)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -63,6 +81,6 @@ def test_up_serves_the_sdk_runs_the_governor_and_stops_on_sigterm(tmp_path):
         finally:
             proc.kill()
     assert proc.returncode == 0
-    for pid in pids:  # every worker it started is gone
+    for pid in pids + policy_pids:  # every worker it started, and the policy process, is gone
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
     assert store.get_setting("executor.pids") == {}
