@@ -67,6 +67,22 @@ def summary_ms(values: list[float]) -> dict[str, float]:
     }
 
 
+def create_breakdown(log_path: Path) -> dict[str, dict[str, float]]:
+    """p50/p99 of the `policy_ms` and `store_ms` fields of the server's "video queued" log lines."""
+    parts: dict[str, list[float]] = {"policy": [], "store": []}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"video queued"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for name in parts:
+            if f"{name}_ms" in record:
+                parts[name].append(record[f"{name}_ms"] / 1000)
+    return {name: summary_ms(values) for name, values in parts.items() if values}
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection, written out on asyncio streams.
 
@@ -246,6 +262,7 @@ def main() -> None:
                 server_cpu = cpu_s(server.pid) - server_cpu0
             finally:
                 stop(server)
+        create_parts = create_breakdown(Path(tmp) / "server.log")
         rows, after = [], None
         while True:
             page, more = store.list_videos(tenant.id, after=after, limit=1000, order="asc")
@@ -271,6 +288,9 @@ def main() -> None:
                 "latency_ms": summary_ms(all_latencies),
                 "create_ms": summary_ms(result["latencies"]["create"]),
                 "retrieve_ms": summary_ms(result["latencies"]["retrieve"]),
+                # Inside the server, from its log: waiting for the prompt policy's process, and the rest of a create
+                # (audit record, quotas, admission, the store's insert) in a worker thread.
+                "create_inside_server_ms": create_parts,
                 # From the time each request was due: what a client at this rate waits, queueing included.
                 "response_from_schedule_ms": summary_ms(result["response_s"]),
                 "schedule_lag_p99_ms": result["schedule_lag_p99_ms"],
