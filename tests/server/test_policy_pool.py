@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -98,6 +99,21 @@ def test_an_awaited_check_survives_its_child_dying_mid_request():
         p.close()
 
 
+def test_a_stuck_child_is_killed_and_the_prompt_decided_by_a_new_one():
+    p = PolicyPool(1, timeout_s=1.0)
+    try:
+        p.start()
+        (pid,) = p.child_pids()
+        os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
+        started = time.monotonic()
+        assert p.check_blocking(PROMPTS[2]).refused
+        assert 1.0 <= time.monotonic() - started < 60
+        assert p.child_pids()[0] != pid and p.restarts == 1
+        assert asyncio.run(p.check(PROMPTS[1])).decision == "allow"
+    finally:
+        p.close()
+
+
 def test_close_ends_the_children():
     p = PolicyPool(2)
     p.start()
@@ -143,6 +159,7 @@ def test_app_answers_503_and_stores_nothing_when_no_child_can_decide(store, cont
     class DyingChild:
         dead = False
         pending = 0
+        ready = threading.Event()
 
         def __init__(self, use_embeddings: bool) -> None:
             pass

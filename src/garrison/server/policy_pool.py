@@ -17,9 +17,9 @@ small part a pool adds: request ids to futures, and a restart.
 The child maps the same safetensors file as read-only memory, so its weights are shared pages, not a copy. The
 decision is audited in the API process (`Shield.record_policy_decision`), where the audit log's writer lives.
 
-If a child dies (killed, out of memory), its pending prompts fail over: the pool starts a new child and each prompt is
-tried once more there; only a second failure answers the request with an error (503), so no accepted request
-depends on one child's life.
+If a child dies (killed, out of memory) or stops answering (`timeout_s`, then it is killed), its pending prompts fail
+over: the pool starts a new child and each prompt is tried once more there; only a second failure answers the
+request with an error (503), so no accepted request depends on one child's life.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 
@@ -41,6 +42,7 @@ log = logging.getLogger("garrison.server.policy")
 
 POLICY_PROCESSES_ENV = "GARRISON_POLICY_PROCESSES"
 WARM_UP_PROMPT = "a red circle moving right on a black background"
+READY = -1  # the request id of the child's first message: policy loaded, warm-up prompt decided
 START_TIMEOUT_S = 120.0  # loading the lists and the encoder's weights: ~2 s on the 2-core VM
 
 
@@ -59,7 +61,7 @@ def policy_processes_from_env(default: int = 1) -> int:
 
 
 class PolicyUnavailable(RuntimeError):
-    """The policy process could not decide (it died on two tries): the create is answered 503, nothing stored."""
+    """The policy process could not decide (it died or hung, twice): the create is answered 503, nothing stored."""
 
 
 class PolicyChildDied(RuntimeError):
@@ -87,6 +89,7 @@ class _Child:
         self._pending: dict[int, Future[PolicyDecision]] = {}
         self._lock = threading.Lock()
         self.dead = False
+        self.ready = threading.Event()  # set when the child has loaded the policy and decided a first prompt
         self._reader = threading.Thread(target=self._read, name=f"policy-reader-{self.proc.pid}", daemon=True)
         self._reader.start()
 
@@ -115,9 +118,12 @@ class _Child:
                 request_id, decision, error = self._recv.recv()
             except (EOFError, OSError):
                 break
+            if request_id == READY:
+                self.ready.set()
+                continue
             with self._lock:
                 future = self._pending.pop(request_id, None)
-            if future is None:
+            if future is None or future.done():  # a waiter that timed out cancelled it
                 continue
             if error is None:
                 future.set_result(decision)
@@ -128,8 +134,16 @@ class _Child:
             pending, self._pending = self._pending, {}
         code = self.proc.wait()
         for future in pending.values():
-            future.set_exception(PolicyChildDied(f"policy process {self.proc.pid} exited with {code}"))
+            if not future.done():
+                future.set_exception(PolicyChildDied(f"policy process {self.proc.pid} exited with {code}"))
         self._recv.close()
+
+    def kill(self, why: str) -> None:
+        """End a stuck child; its pending prompts fail over (see PolicyPool)."""
+        log.warning("killing policy process %d: %s", self.proc.pid, why)
+        with self._lock:
+            self.dead = True  # the pool replaces it now, not when the reader thread sees the pipe close
+        self.proc.kill()
 
     def close(self, timeout_s: float = 10.0) -> None:
         with self._lock:
@@ -146,11 +160,14 @@ class _Child:
 class PolicyPool:
     """Screens prompts in `processes` child processes; started on first use, or by `start()` ahead of traffic."""
 
-    def __init__(self, processes: int = 1, use_embeddings: bool = True) -> None:
+    def __init__(self, processes: int = 1, use_embeddings: bool = True, timeout_s: float = 30.0) -> None:
         if processes < 1:
             raise ValueError(f"a policy pool needs at least one process, got {processes}")
         self.processes = processes
         self.use_embeddings = use_embeddings
+        # A child that has not answered a prompt in this long is stuck (a prompt takes ~10 ms): it is killed, and
+        # the prompt goes to a fresh one.
+        self.timeout_s = timeout_s
         self._children: list[_Child] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -168,31 +185,49 @@ class PolicyPool:
             return min(alive, key=lambda c: c.pending)
 
     def start(self) -> None:
-        """Start the children and load the policy in each (lists, encoder weights), so the first create is fast."""
+        """Start the children and wait until each has loaded the policy, so the first create is fast."""
         self._least_busy()
+        deadline = time.monotonic() + START_TIMEOUT_S
         for child in list(self._children):
-            child.submit(WARM_UP_PROMPT).result(timeout=START_TIMEOUT_S)
+            while not child.ready.wait(0.1):
+                if child.dead:
+                    raise PolicyUnavailable(f"the prompt policy process {child.proc.pid} ended while starting")
+                if time.monotonic() > deadline:
+                    child.kill(f"not ready in {START_TIMEOUT_S} s")
+                    raise PolicyUnavailable(f"the prompt policy process did not start in {START_TIMEOUT_S} s")
 
     def child_pids(self) -> list[int]:
         return [c.proc.pid for c in self._children if not c.dead]
 
+    def _timeout_for(self, child: _Child) -> float:
+        # A child still loading the policy (a fresh one after a restart) gets the start-up allowance as well.
+        return self.timeout_s if child.ready.is_set() else self.timeout_s + START_TIMEOUT_S
+
     def check_blocking(self, prompt: str) -> PolicyDecision:
         """The decision for one prompt, from a thread (the CLI, tests)."""
         for attempt in (1, 2):
+            child = self._least_busy()
+            timeout_s = self._timeout_for(child)
             try:
-                return self._least_busy().submit(prompt).result()
+                return child.submit(prompt).result(timeout=timeout_s)
+            except TimeoutError:
+                child.kill(f"no answer in {timeout_s} s")
             except PolicyChildDied as e:
                 log.warning("%s; trying a new policy process (attempt %d)", e, attempt)
-        raise PolicyUnavailable("the prompt policy process died twice in a row")
+        raise PolicyUnavailable("the prompt policy process failed twice in a row")
 
     async def check(self, prompt: str) -> PolicyDecision:
         """The decision for one prompt, awaited without holding the event loop or a worker thread."""
         for attempt in (1, 2):
+            child = self._least_busy()
+            timeout_s = self._timeout_for(child)
             try:
-                return await asyncio.wrap_future(self._least_busy().submit(prompt))
+                return await asyncio.wait_for(asyncio.wrap_future(child.submit(prompt)), timeout_s)
+            except TimeoutError:
+                child.kill(f"no answer in {timeout_s} s")
             except PolicyChildDied as e:
                 log.warning("%s; trying a new policy process (attempt %d)", e, attempt)
-        raise PolicyUnavailable("the prompt policy process died twice in a row")
+        raise PolicyUnavailable("the prompt policy process failed twice in a row")
 
     def close(self) -> None:
         with self._lock:
@@ -215,6 +250,8 @@ def _child_main(argv: list[str]) -> int:
     threadpool_limits(limits=1, user_api="blas")
     requests, answers = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     policy = Policy(PolicyConfig(use_embeddings=argv[2] == "1"))
+    policy.check(WARM_UP_PROMPT)  # loads the lists and the encoder's weights before the first real prompt
+    answers.send((READY, None, None))
     while True:
         try:
             request_id, prompt = requests.recv()
