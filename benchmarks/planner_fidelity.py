@@ -3,8 +3,10 @@
 
 Reads a demo run folder (summary.json + garrison.db, as `garrison demo --out DIR` writes them), extracts the record
 the planner needs (garrison.planner.validate: devices, cap, control period, the videos' times, joules and rungs, the
-training job), replays it through the simulator with the built-in model's profile calibrated on the first burst
-only, and prints one JSON line with predicted, measured and relative errors. `--write-record FILE` also saves the
+training job and when its process started, and per sampled period other programs' CPU and what garrison's pinned
+processes used), replays it through the simulator with the built-in model's profile calibrated on the first burst
+only, and prints one JSON line with predicted, measured and relative errors (and `free_running`: the replay with the
+governor choosing every video's rung itself). `--write-record FILE` also saves the
 extracted record (the test fixture in tests/planner/data/ was made this way).
 
 Usage: python benchmarks/planner_fidelity.py DEMO_DIR [--write-record tests/planner/data/demo_record.json]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -50,25 +53,67 @@ def power_limits(decisions: list, t0: float, config: dict) -> list[dict[str, Any
     return out
 
 
-def training_start_s(samples: list, started_ts: float | None) -> float:
-    """Seconds from the job's start until its slot first drew busy power: the start of the first sampled period in
-    which a device in the training state read above idle + half the span (the estimate model per core)."""
+def training_start_s(samples: list, started_ts: float | None, t0: float = 0.0, period_s: float = 0.0) -> float:
+    """Seconds from the job's start until its process began drawing power on its slot, to a fraction of a period:
+    the first sampled period in which a device in the training state read above idle (by 5% of the span) holds the
+    start, and a process that ran flat out from its start within a period of L seconds that reads a fraction u of the
+    span busy started (1 - u) x L into it. (Whole periods before 2026-11-26: the tick that starts training spawns the
+    process a tenth to a few tenths of a second after the tick, and the first period's reading decides whether the
+    governor's next tick finds the fleet over its high watermark.) Counted from the control period the job started
+    in (`t0` + a whole number of `period_s`), where the simulator's tick starts it: a tick the loaded machine ran late
+    (2026-11-26: 0.63 s) delays the process as much."""
     from garrison.hardware.cpu import CpuPowerModel
 
     if started_ts is None:
         return 0.0
     p = CpuPowerModel.from_env()
-    threshold = p.idle_w_per_core + 0.5 * (p.active_w_per_core - p.idle_w_per_core)
+    span_w = p.active_w_per_core - p.idle_w_per_core
     previous_ts = started_ts
+    if period_s > 0:
+        started_ts = t0 + math.floor((started_ts - t0) / period_s + 1e-6) * period_s
     for s in sorted(samples, key=lambda s: s.ts):
         if s.ts <= started_ts:
             continue
         states = s.extra.get("devices", {})
         watts = s.extra.get("power_w_by_device", {})
-        if any(states.get(d) == "training" and w >= threshold for d, w in watts.items()):
-            return round(max(previous_ts - started_ts, 0.0), 4)
+        busy = [
+            min((w - p.idle_w_per_core) / span_w, 1.0)
+            for d, w in watts.items()
+            if states.get(d) == "training" and w >= p.idle_w_per_core + 0.05 * span_w
+        ]
+        if busy:
+            return round(max(previous_ts - started_ts + (1.0 - max(busy)) * (s.ts - previous_ts), 0.0), 4)
         previous_ts = s.ts
     return 0.0
+
+
+def other_cpu(samples: list, t0: float) -> list[dict[str, Any]]:
+    """Other programs' CPU in each sampled period: every slot's logical CPU busy (the whole core, as /proc/stat reads
+    it) less what garrison's processes pinned there used (the sampler's reading of the slot), in cores, summed over
+    the slots, with the period it covers (ending at the sample), and what the pinned processes used of each slot.
+    Runs recorded before the sampler read whole cores have none."""
+    from garrison.hardware.cpu import CpuPowerModel
+
+    p = CpuPowerModel.from_env()
+    span_w = p.active_w_per_core - p.idle_w_per_core
+    out = []
+    previous_ts = None
+    for s in sorted(samples, key=lambda s: s.ts):
+        whole = s.extra.get("cpu_utilisation_by_device") or {}
+        watts = s.extra.get("power_w_by_device") or {}
+        if whole and previous_ts is not None:
+            pinned = {d: min(max((w - p.idle_w_per_core) / span_w, 0.0), 1.0) for d, w in watts.items()}
+            busy = sum(max(u - pinned.get(d, 0.0), 0.0) for d, u in whole.items())
+            out.append(
+                {
+                    "from_s": round(previous_ts - t0, 4),
+                    "to_s": round(s.ts - t0, 4),
+                    "cores": round(busy, 4),
+                    "pinned": {d: round(u, 4) for d, u in pinned.items()},
+                }
+            )
+        previous_ts = s.ts
+    return out
 
 
 def extract_record(demo_dir: Path) -> dict[str, Any]:
@@ -103,7 +148,8 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     return {
         "meter_scope": "core" if scopes and all(x.startswith("cores ") for x in scopes) else "machine",
         "power_limits": power_limits(decisions, t0, config),
-        "training_start_s": training_start_s(samples, job.started_at),
+        "training_start_s": training_start_s(samples, job.started_at, t0, config["control_period_s"]),
+        "other_cpu": other_cpu(samples, t0),
         "machine_cores": os.cpu_count(),
         "version": RECORD_VERSION,
         "source": str(demo_dir),

@@ -67,8 +67,21 @@ def test_pinned_process_scope_counts_only_the_slots_own_processes(tmp_path):
     write_pid(101, 50)  # our process used half a core
     first = sampler.sample()
     assert first.power_w_by_device == pytest.approx({"core:0": 6.0, "core:1": 2.0})
+    # the whole logical CPUs beside it, other programs included: what a reader needs to tell them apart
+    assert first.cpu_utilisation_by_device == pytest.approx({"core:0": 1.0, "core:1": 1.0})
     pids["core:0"] = []  # the process ended: what it used stays counted, nothing more is added
-    assert sampler.sample().power_w_by_device == pytest.approx({"core:0": 2.0, "core:1": 2.0})
+    _write_stat(tmp_path, [150, 100])
+    second = sampler.sample()
+    assert second.power_w_by_device == pytest.approx({"core:0": 2.0, "core:1": 2.0})
+    assert second.cpu_utilisation_by_device == pytest.approx({"core:0": 0.5, "core:1": 0.0})
+
+
+def test_whole_core_readings_only_beside_pinned_processes(tmp_path):
+    clock = iter([0.0, 1.0])
+    _write_stat(tmp_path, [0])
+    sampler = DevicePowerSampler(_cores(1), CpuPowerModel(10.0, 2.0, 1), proc_root=tmp_path, clock=lambda: next(clock))
+    _write_stat(tmp_path, [50])
+    assert sampler.sample().cpu_utilisation_by_device == {}  # the logical CPU scope reads whole cores already
 
 
 def test_a_process_spawned_since_the_last_sample_counts_from_its_start(tmp_path):

@@ -94,3 +94,25 @@ def test_the_fixed_part_of_a_prediction_is_the_points_overhead():
     assert at_12.fixed_s == pytest.approx(0.4)
     assert at_3.fixed_s == pytest.approx(0.4)  # fewer steps do not shorten it
     assert at_3.seconds == pytest.approx(0.4 + 0.4)
+
+
+def test_a_step_of_the_builtin_model_keeps_a_fixed_share_at_a_smaller_native_size():
+    """benchmarks/builtin_rung_cost.py: a 64x64 step is 43% fixed cost, so the 0.5x rung keeps far more than a
+    quarter of a step; with it the docs' two clips agree (the 4 s 112x64 clip predicted from the 2 s 64x64 one)."""
+    from garrison.core.fleet import QUALITY_LADDER
+    from garrison.planner.profiles import BUILTIN_STEP_OVERHEAD_FRACTION
+
+    profile = CostProfile(points=(builtin_from_docs(),))
+    f = BUILTIN_STEP_OVERHEAD_FRACTION
+    assert 0.3 < f < 0.6
+    top = profile.rung_factor("builtin", "cpu-core", 64, 64, 16, 24, 5)
+    assert top == pytest.approx(4 / 24 * (f + (1 - f) * 0.25))
+    steps_only = profile.rung_factor("builtin", "cpu-core", 64, 64, 16, 24, 3)  # 4 steps at full size
+    assert steps_only == pytest.approx(4 / 24)
+    assert top > QUALITY_LADDER[5].steps_for(24) / 24 * QUALITY_LADDER[5].native_scale ** 2
+    # docs/measurements.md: 4 s 112x64 in 0.68 s on two threads, 1.36 s on one core slot
+    longer = profile.predict("builtin", "cpu-core", 1, 112, 64, 32, 12).seconds
+    assert abs(longer - 1.36) / 1.36 < 0.10
+    # points without the share (the ML.ENERGY GPU fits, a calibration that gives none) scale with pixels x steps
+    plain = CostProfile(points=(calibrate_builtin([(64 * 64 * 16 * 12, 2.0)], 5.6, "test"),))
+    assert plain.rung_factor("builtin", "cpu-core", 64, 64, 16, 24, 5) == pytest.approx(4 / 24 * 0.25)

@@ -211,3 +211,81 @@ def test_training_start_up_draws_idle_power_and_delays_the_work():
     assert slow.power_w[started : started + 3] == pytest.approx([2 * idle_w] * 3)
     assert slow.power_w[started + 3] == pytest.approx(idle_w + busy_w)
     assert plain.power_w[started] == pytest.approx(idle_w + busy_w)
+
+
+def _capped_pair(simulation: dict) -> dict:
+    """One serving and one training core under the demo's cap: training starting at 2 s makes the governor lower
+    the serving core's limit to 2.6 W (a quarter-core quota) and the quality to rung 5."""
+    return {
+        "name": "capped-pair",
+        "horizon_s": 60,
+        "sites": [
+            {
+                "name": "m",
+                "power_cap_mw": 9.25e-6,
+                "pue": 1.0,
+                "devices": [
+                    {"chip": "cpu-core", "count": 1, "pool": "serving"},
+                    {"chip": "cpu-core", "count": 1, "pool": "training"},
+                ],
+            }
+        ],
+        "demand": {"users": 0},
+        "requests": [{"model": "builtin", "seconds": 2, "size": "64x64", "steps": 24}],
+        "training": [{"name": "t", "devices": 1, "duration_s": 20, "start_s": 1.5}],
+        "governor": {"control_period_s": 1},
+        "simulation": simulation,
+    }
+
+
+def _six_second_profile() -> CostProfile:
+    from garrison.planner.profiles import calibrate_builtin
+
+    work = 64 * 64 * 16 * 24
+    return CostProfile(points=(calibrate_builtin([(work, 6.0), (work / 2, 3.2)], 5.6, "test"),))
+
+
+def test_a_limit_set_while_a_request_runs_slows_what_is_left_of_it():
+    arrivals, kinds = np.array([0.5, 0.6]), np.zeros(2, dtype=np.int32)
+    runs = {}
+    for flag in (False, True):
+        scenario = parse_scenario(_capped_pair({"limits_apply_in_flight": flag}))
+        runs[flag] = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    kept, slowed = runs[False], runs[True]
+    assert kept.end_s[0] == pytest.approx(6.5)  # 6 s at full speed: the limit set at 2 s does not touch it
+    quota = (2.6 - 1.7) / (5.6 - 1.7)
+    # 1.5 s at full speed, then the 4.5 s of work left at a quarter of the core
+    assert slowed.end_s[0] == pytest.approx(2.0 + 4.5 / quota)
+    assert slowed.start_s[1] == pytest.approx(slowed.end_s[0])  # the next one waits for it
+    assert slowed.serving_busy_s > kept.serving_busy_s
+
+
+def test_replayed_rungs_override_the_governors_for_those_requests():
+    scenario = parse_scenario(_capped_pair({}))
+    arrivals, kinds = np.array([0.5, 0.6, 0.7]), np.zeros(3, dtype=np.int32)
+    free = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    assert free.level.tolist() == [0, 5, 5]  # the cap binds at 2 s: rung 5 from then on
+    replay = SiteSimulator(
+        scenario, 0, arrivals, kinds, profile=_six_second_profile(), level_of_request=np.array([-1, 0, -1])
+    ).run()
+    assert replay.level.tolist() == [0, 0, 5]
+    sim = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile())
+    quota = (2.6 - 1.7) / (5.6 - 1.7)
+    assert replay.end_s[1] - replay.start_s[1] == pytest.approx(sim.rung_s(0)[0, 0] / quota)
+    # the third starts after training has ended and the limit is back: the governor's rung, at full speed
+    assert replay.start_s[2] > 22.0
+    assert replay.end_s[2] - replay.start_s[2] == pytest.approx(sim.rung_s(5)[0, 0])
+
+
+def test_a_serving_share_below_one_slows_serving_and_its_power():
+    arrivals, kinds = np.array([0.5]), np.zeros(1, dtype=np.int32)
+    scenario = parse_scenario(one_slot_scenario({"serving_share": 0.5}))
+    shared = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    whole = SiteSimulator(
+        parse_scenario(one_slot_scenario({})), 0, arrivals, kinds, profile=_six_second_profile()
+    ).run()
+    assert whole.end_s[0] - whole.start_s[0] == pytest.approx(6.0)
+    assert shared.end_s[0] - shared.start_s[0] == pytest.approx(12.0)
+    # a busy period: the worker draws for half a core, the idle training core its idle power
+    assert shared.power_w[3] == pytest.approx(1.7 + 1.7 + 0.5 * (5.6 - 1.7))
+    assert whole.power_w[3] == pytest.approx(1.7 + 5.6)

@@ -34,6 +34,9 @@ class PowerSample:
     power_w_by_device: dict[str, float]
     source: str
     notes: tuple[str, ...] = field(default=())
+    # CPU slots read by their pinned processes: each slot's logical CPU as a whole (0 to 1 busy, every program on it),
+    # so a reader can tell garrison's work from other programs' (the planner's demo replay does); empty otherwise.
+    cpu_utilisation_by_device: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_w(self) -> float:
@@ -69,6 +72,7 @@ class DevicePowerSampler:
         self._last_pid_s: dict[int, float] = {}
         self._last_time_s: float | None = None
         self._last_busy_s: dict[int, float] = {}
+        self._last_cpu_busy_s: dict[int, float] = {}
         self._nvml = None
         if self.kind == "gpu":
             import pynvml
@@ -135,8 +139,25 @@ class DevicePowerSampler:
                 utilisation = min(max(utilisation, 0.0), 1.0)
                 power[d.id] = m.idle_w_per_core + (m.active_w_per_core - m.idle_w_per_core) * utilisation
             self._last_busy_s = busy
+        whole = self._cpu_utilisation(interval_s) if self.pids_by_device is not None else {}
         self._last_time_s = now_s
-        return PowerSample(now_s, interval_s, power, self.source, tuple(notes))
+        return PowerSample(now_s, interval_s, power, self.source, tuple(notes), whole)
+
+    def _cpu_utilisation(self, interval_s: float) -> dict[str, float]:
+        """Each slot's logical CPU busy (every program on it, from /proc/stat) since the previous sample."""
+        try:
+            times = read_per_cpu_times(self.proc_root)
+        except (OSError, ValueError):
+            return {}
+        out = {}
+        for d in self.devices:
+            if d.index not in times:
+                continue
+            last = self._last_cpu_busy_s.get(d.index)
+            if last is not None and interval_s > 0:
+                out[d.id] = round(min(max((times[d.index].busy_s - last) / interval_s, 0.0), 1.0), 4)
+            self._last_cpu_busy_s[d.index] = times[d.index].busy_s
+        return out
 
     def close(self) -> None:
         if self._nvml is not None:

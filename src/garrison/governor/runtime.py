@@ -395,6 +395,8 @@ class GovernorRuntime:
         power_w = state.fleet_power_w if math.isfinite(state.fleet_power_w) else 0.0
         extra = {
             "power_w_by_device": self.last_sample.power_w_by_device if self.last_sample else {},
+            # each core slot's logical CPU as a whole, other programs included (empty for GPUs)
+            "cpu_utilisation_by_device": self.last_sample.cpu_utilisation_by_device if self.last_sample else {},
             "power_limit_w_by_device": {d.id: d.power_limit_w for d in state.devices},
             "power_source": state.power_source,
             "quality_level": int(store.get_setting("serving.quality_level", 0) or 0),

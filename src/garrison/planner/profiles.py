@@ -13,7 +13,10 @@
 
 Interpolation off the measured points: time and energy scale linearly in denoising steps and in pixels x frames
 (the DiT's token count; attention makes the true growth somewhat faster, so longer or larger clips than measured
-are under-predicted). Chips without measurements are scaled from the nearest measured chip (H100 SXM for the
+are under-predicted). A point may say that part of each step does not grow with the pixels
+(`step_overhead_fraction`, measured for the built-in model on a CPU core: a step of that small model pays Python and
+small-tensor overheads whatever its size, so a 0.5x native size saves far less than three quarters of a step;
+`benchmarks/builtin_rung_cost.py`): a step then costs `f + (1 - f) x pixels / reference pixels` of a reference step. Chips without measurements are scaled from the nearest measured chip (H100 SXM for the
 open models) by peak FLOP/s (time) and by peak FLOP per joule (energy). Custom chips follow from their base chip.
 
 The errors, computed from the data when the table loads (`fit_errors()`): leave-one-batch-out on the batch fit, and
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from garrison.core.fleet import QUALITY_LADDER
 from garrison.hardware.catalog import Chip
 
 MLENERGY_CSV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mlenergy_text_to_video.csv"
@@ -67,6 +71,8 @@ class MeasuredPoint:
         loo_error: mean relative error of leave-one-batch-out prediction of batch latency (NaN with < 3 batches).
         source: where the numbers come from.
         joules_include_overhead: whether joules_per_video already holds the fixed overhead's energy.
+        step_overhead_fraction: the share of a reference-size denoising step that does not scale with pixels x
+            frames (0: all of it does).
     """
 
     model: str
@@ -83,6 +89,14 @@ class MeasuredPoint:
     loo_error: float
     source: str
     joules_include_overhead: bool = True
+    step_overhead_fraction: float = 0.0
+
+    def work(self, width: float, height: float, frames: float, steps: float) -> float:
+        """A clip's denoising work relative to the reference clip: steps x (the fixed share of a step + the share
+        that grows with pixels x frames)."""
+        f = self.step_overhead_fraction
+        pixels = (width * height * frames) / (self.width * self.height * self.frames)
+        return steps / self.steps * (f + (1.0 - f) * pixels)
 
 
 def _fit_line(batches: np.ndarray, latency_s: np.ndarray) -> tuple[float, float]:
@@ -161,9 +175,21 @@ BUILTIN_FPS = 8.0
 _BUILTIN_POINTS = ((2 * 8 * 64 * 64 * 12, 0.30 * 2), (4 * 8 * 112 * 64 * 12, 0.68 * 2))
 BUILTIN_ACTIVE_W_PER_CORE = 5.6
 BUILTIN_IDLE_W_PER_CORE = 1.7
+# The share of a 64x64 (16-frame) denoising step of the built-in model that does not shrink with the native size:
+# benchmarks/builtin_rung_cost.py, 2026-11-26, 2-core AMD EPYC VM, one pinned core, one thread, process CPU time
+# (seconds = steps x (0.0127 + 0.0171 x native_scale^2), fixed part -0.002 s): every rung of the ladder within 5% of
+# its measured ratio to rung 0, where steps x pixels alone put the 0.5x rung at 0.042 of rung 0 against 0.088
+# measured.
+BUILTIN_STEP_OVERHEAD_FRACTION = 0.426
 
 
-def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source: str) -> MeasuredPoint:
+def _builtin_point(
+    per_work_s: float,
+    overhead_s: float,
+    power_w: float,
+    source: str,
+    step_overhead_fraction: float = 0.0,
+) -> MeasuredPoint:
     ref_work = 2 * 8 * 64 * 64 * 12
     per_video_s = per_work_s * ref_work  # the part that scales with the clip; overhead_s is fixed per request
     return MeasuredPoint(
@@ -181,24 +207,37 @@ def _builtin_point(per_work_s: float, overhead_s: float, power_w: float, source:
         loo_error=math.nan,
         source=source,
         joules_include_overhead=False,
+        step_overhead_fraction=step_overhead_fraction,
     )
 
 
 def builtin_from_docs() -> MeasuredPoint:
-    """The 2 s 64x64 clip as the reference; the linear scaling then predicts the 4 s 112x64 clip at 2.10 s against
-    the measured 1.36 s (54% over: a short clip's fixed costs, text encoding and per-step overhead, scale with it)."""
+    """The 2 s 64x64 clip as the reference; with the measured per-step overhead (BUILTIN_STEP_OVERHEAD_FRACTION) it
+    predicts the 4 s 112x64 clip at 1.46 s against the measured 1.36 s (7% over; scaling every step with pixels x
+    frames put it at 2.10 s, 54% over)."""
     (w1, s1), _ = _BUILTIN_POINTS
-    return _builtin_point(s1 / w1, 0.0, BUILTIN_ACTIVE_W_PER_CORE, "docs/measurements.md (built-in model, CPU)")
+    return _builtin_point(
+        s1 / w1,
+        0.0,
+        BUILTIN_ACTIVE_W_PER_CORE,
+        "docs/measurements.md (built-in model, CPU)",
+        BUILTIN_STEP_OVERHEAD_FRACTION,
+    )
 
 
-def calibrate_builtin(work_and_seconds: list[tuple[float, float]], power_w: float, source: str) -> MeasuredPoint:
-    """A built-in-model point from measured (pixels x frames x steps, seconds) pairs, e.g. a demo run's videos."""
+def calibrate_builtin(
+    work_and_seconds: list[tuple[float, float]], power_w: float, source: str, step_overhead_fraction: float = 0.0
+) -> MeasuredPoint:
+    """A built-in-model point from measured (pixels x frames x steps, seconds) pairs, e.g. a demo run's videos.
+
+    The pairs' work is taken as pixels x frames x steps at the reference size; `step_overhead_fraction` is stored on
+    the point for predictions at other sizes (it changes nothing among clips of the reference size)."""
     if not work_and_seconds:
         raise ProfileError("calibrate_builtin needs at least one measured video")
     work = np.array([w for w, _ in work_and_seconds], dtype=float)
     seconds = np.array([s for _, s in work_and_seconds], dtype=float)
     overhead, slope = _fit_line(work, seconds)
-    return _builtin_point(slope, overhead, power_w, source)
+    return _builtin_point(slope, overhead, power_w, source, step_overhead_fraction)
 
 
 @dataclass(frozen=True)
@@ -281,7 +320,7 @@ class CostProfile:
         ):
             if not (isinstance(value, int | float) and value > 0):
                 raise ProfileError(f"{name} must be > 0, got {value!r}")
-        work = (width * height * frames) / (p.width * p.height * p.frames) * steps / p.steps
+        work = p.work(width, height, frames, steps)
         per_video_s = p.per_video_s * work * time_factor
         seconds = p.overhead_s * time_factor + per_video_s * batch
         # ML.ENERGY's joules per video already include the batch's fixed part; the built-in fit adds it here.
@@ -290,6 +329,14 @@ class CostProfile:
         power_w = joules * batch / seconds
         fixed_s = p.overhead_s * time_factor
         return Prediction(seconds=seconds, joules=joules, power_w=power_w, basis=basis, fixed_s=fixed_s)
+
+    def rung_factor(self, model: str, chip: str, width: int, height: int, frames: int, steps: int, level: int) -> float:
+        """The denoising work of quality rung `level` relative to rung 0 for this clip: the steps the rung keeps,
+        each at the rung's native size (a step's fixed share, `step_overhead_fraction`, does not shrink with it)."""
+        p, _, _, _ = self._reference(model, chip)
+        rung = QUALITY_LADDER[level]
+        s = rung.native_scale
+        return p.work(width * s, height * s, frames, rung.steps_for(steps)) / p.work(width, height, frames, steps)
 
     def frames_for(self, model: str, seconds: float) -> int:
         """Frames of a clip of `seconds` at the model's native frame rate."""

@@ -167,7 +167,11 @@ class Simulation(_Strict):
     checking against M/M/c); the default is the profile's time itself. `worker_start_s`: seconds a device put to
     serving takes before it takes work (a worker process loading the model). `training_start_s`: seconds a started
     training job's devices take before they train (the training process starting): they draw idle power and do no
-    work meanwhile."""
+    work meanwhile. `serving_share`: the share of its device a serving worker gets at most (1: all of it; below 1
+    on a CPU shared with other programs, which take the rest): serving work runs at the lower of it and the power
+    limit's speed, and draws power for what it gets. `limits_apply_in_flight`: a power limit set while a request runs
+    changes its speed from then on (a cgroup quota or a GPU clock acts at once); off, a request keeps the speed it
+    started at (the default, and the large runs' behaviour)."""
 
     max_units_per_site: int = Field(default=64, ge=1, le=4096)
     idle_fraction: float = Field(default=0.15, ge=0, lt=1)
@@ -176,6 +180,8 @@ class Simulation(_Strict):
     service_time: Literal["deterministic", "exponential"] = "deterministic"
     worker_start_s: float = Field(default=0.0, ge=0, le=3600)
     training_start_s: float = Field(default=0.0, ge=0, le=3600)
+    serving_share: float = Field(default=1.0, gt=0, le=1)
+    limits_apply_in_flight: bool = False
 
 
 class Search(_Strict):

@@ -193,7 +193,12 @@ class SiteSimulator:
         profile: CostProfile | None = None,
         with_training: bool = True,
         service_multiplier: np.ndarray | None = None,
+        level_of_request: np.ndarray | None = None,
     ) -> None:
+        """`level_of_request` (optional, one per arrival): the quality rung each request runs at, -1 for the rung the
+        governor has set when it starts. A replay of a measured run gives the rungs its videos ran at (which side of
+        a tick a claim fell on is a race the simulator cannot reproduce); the governor's own rung decisions still
+        drive everything else. Its times scale by the rungs' ratio on the site's first chip."""
         self.scenario = scenario
         self.site: Site = scenario.sites[site_index]
         self.site_index = site_index
@@ -225,12 +230,22 @@ class SiteSimulator:
             busy = float(np.sum(weights * self.base_j[ci] / self.base_s[ci]))
             powers[c] = chip_power(scenario, c, chips.get(c), busy)
         self.chip_powers = powers
+        # The part of a request's time each rung keeps: steps kept, each at the rung's native size (a point with a
+        # fixed share per step keeps that share whatever the size).
         self.level_factor = np.array(
             [
-                [QUALITY_LADDER[q].steps_for(r.steps) / r.steps * QUALITY_LADDER[q].native_scale ** 2 for q in range(6)]
-                for r in kinds_spec
+                [
+                    [
+                        self.profile.rung_factor(
+                            r.model, c, r.width, r.height, self.profile.frames_for(r.model, r.seconds), r.steps, q
+                        )
+                        for q in range(len(QUALITY_LADDER))
+                    ]
+                    for r in kinds_spec
+                ]
+                for c in site_chips
             ]
-        )  # [kind, level]
+        )  # [chip, kind, level]
         self.kind_weights = weights
         # Units: blocks of at most `size` devices of one (chip, pool).
         total = sum(g.count for g in self.site.devices)
@@ -291,15 +306,32 @@ class SiteSimulator:
         self.kinds = kinds
         self._sizes = np.array([u.size for u in self.units], dtype=float)
         self._unit_mean_s = np.array([self.base_s[self.chip_index[u.chip]] @ self.kind_weights for u in self.units])
-        self._level_mean = self.kind_weights @ self.level_factor  # [level]
         self._chip_of_unit = np.array([self.chip_index[u.chip] for u in self.units])
         self.service_multiplier = service_multiplier
+        self.level_of_request = level_of_request
 
     def rung_s(self, quality: int) -> np.ndarray:
         """Seconds per request [chip, kind] at full speed on one device at rung `quality`: the rung scales the part
         that grows with the clip (steps x native pixels); the fixed part (the profile's per-request overhead) stays."""
         fixed = self.fixed_s
-        return fixed + (self.base_s - fixed) * self.level_factor[:, quality][None, :]
+        return fixed + (self.base_s - fixed) * self.level_factor[:, :, quality]
+
+    def _serving_speed(self, unit: Unit) -> float:
+        """A serving unit's work rate under its limit, capped at the share of its device a worker gets."""
+        exp = self.scenario.simulation.power_perf_exponent
+        return min(speed_under_limit(unit.chip, unit.power, unit.limit_w, exp), self.scenario.simulation.serving_share)
+
+    def _replayed_multiplier(self, quality: int) -> np.ndarray:
+        """Per request: its service multiplier times its replayed rung's time over rung `quality`'s (1 where the
+        request takes the governor's rung)."""
+        base = self.service_multiplier if self.service_multiplier is not None else np.ones(len(self.arrivals))
+        levels = self.level_of_request
+        ratio = np.ones(len(levels))
+        now = self.rung_s(quality)[0]  # [kind], on the site's first chip
+        for q in np.unique(levels[levels >= 0]).tolist():
+            pick = levels == q
+            ratio[pick] = (self.rung_s(int(q))[0] / now)[self.kinds[pick]]
+        return base * ratio
 
     # --- governor view --------------------------------------------------------------------------------------------
 
@@ -356,14 +388,15 @@ class SiteSimulator:
         busy_until: np.ndarray,
         mult: np.ndarray | None,
         t1: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """FIFO over this period's candidate slots, one heapreplace per request (a slot may serve several)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """FIFO over this period's candidate slots, one heapreplace per request (a slot may serve several); returns
+        the requests started, their starts, ends, units and slots."""
         heap = list(zip(free_at.tolist(), cand.tolist(), strict=True))
         heapq.heapify(heap)
         svc_l = svc.tolist()
         unit_of_slot = dict(zip(cand.tolist(), slot_unit[cand].tolist(), strict=True))
         mult_l = mult.tolist() if mult is not None else None
-        ks, ss, es, us = [], [], [], []
+        ks, ss, es, us, sls = [], [], [], [], []
         heapreplace = heapq.heapreplace
         for k in q_idx.tolist():
             f, slot = heap[0]
@@ -378,9 +411,16 @@ class SiteSimulator:
             ss.append(st)
             es.append(e)
             us.append(i)
+            sls.append(slot)
         for f, slot in heap:
             busy_until[slot] = f
-        return np.array(ks, dtype=np.int64), np.array(ss), np.array(es), np.array(us, dtype=np.int64)
+        return (
+            np.array(ks, dtype=np.int64),
+            np.array(ss),
+            np.array(es),
+            np.array(us, dtype=np.int64),
+            np.array(sls, dtype=np.int64),
+        )
 
     # --- the run --------------------------------------------------------------------------------------------------
 
@@ -429,6 +469,13 @@ class SiteSimulator:
         alert_examples: list[str] = []
         chunks: list[tuple[np.ndarray, ...]] = []
         requeued = 0
+        # A power limit set while requests run changes their speed from then on (simulation.limits_apply_in_flight);
+        # otherwise a request keeps the speed it started at.
+        in_flight_limits = self.scenario.simulation.limits_apply_in_flight
+        rewritten = False
+        slot_req = np.full(len(slot_unit), -1, dtype=np.int64)
+        slot_start = np.zeros(len(slot_unit))
+        chunk_level: dict[int, int] = {}
         decide_calls = 0
         serving_slot_s = training_device_s = 0.0
         power_now = np.array([u.size * u.power.idle_w for u in units])
@@ -463,6 +510,47 @@ class SiteSimulator:
 
         def stop_serving(i: int) -> None:
             serving_unit[i] = False
+
+        def rescale_in_flight(i: int, now_s: float, factor: float) -> bool:
+            """Stretch what is left of unit i's running requests by `factor` (old speed / new speed)."""
+            nonlocal pending_end, pending_unit_s
+            if factor == 1.0:
+                return False
+            lo = slot_lo[i]
+            slots = np.arange(lo, lo + slot_count[i])
+            slots = slots[(busy_until[slots] > now_s) & (slot_req[slots] >= 0)]
+            for slot in slots.tolist():
+                k, old_end = int(slot_req[slot]), float(busy_until[slot])
+                new_end = now_s + (old_end - now_s) * factor
+                busy_until[slot] = new_end
+                bin_busy(np.array([now_s]), np.array([old_end]), np.array([i]), -1.0)
+                bin_busy(np.array([now_s]), np.array([new_end]), np.array([i]), 1.0)
+                b_old, b_new = min(int(old_end // P), nbins), min(int(new_end // P), nbins)
+                met = (
+                    float(old_end - arr_list[k] <= self.config.slo_s),
+                    float(new_end - arr_list[k] <= self.config.slo_s),
+                )
+                done_bins[b_old] -= 1
+                done_bins[b_new] += 1
+                met_bins[b_old] -= met[0]
+                met_bins[b_new] += met[1]
+                level_k = chunk_level.get(k, quality)
+                chunks.append(
+                    (
+                        np.array([k]),
+                        np.array([slot_start[slot]]),
+                        np.array([new_end]),
+                        np.array([i]),
+                        np.array([level_k]),
+                    )
+                )
+                hit = np.flatnonzero(pending_end == old_end)[:1]
+                if len(hit):
+                    pending_end[hit] = new_end
+                    pending_unit_s[hit] = (new_end - slot_start[slot]) / unit_slots[i]
+                if inflight[i]:
+                    inflight[i] = [(new_end, kk, st) if kk == k else (e, kk, st) for e, kk, st in inflight[i]]
+            return len(slots) > 0
 
         # Serving-home devices always run a worker (the runtime's serving floor).
         for i, u in enumerate(units):
@@ -594,7 +682,11 @@ class SiteSimulator:
                     admission = action.mode
                 elif isinstance(action, SetPowerLimit | ThrottleTraining):
                     i = index[action.device_id]
+                    old_speed = self._serving_speed(units[i])
                     units[i].limit_w = action.watts / units[i].size
+                    if in_flight_limits and serving_unit[i]:
+                        rescaled = rescale_in_flight(i, t0, old_speed / self._serving_speed(units[i]))
+                        rewritten = rewritten or rescaled
                     if isinstance(action, ThrottleTraining):
                         jobs[action.job_id].throttled = units[i].limit_w < units[i].power.max_limit_w
                 elif isinstance(action, Alert):
@@ -613,9 +705,13 @@ class SiteSimulator:
             committed = None
             if admission == "open" and serving_unit.any():
                 exp = self.scenario.simulation.power_perf_exponent
-                slow = np.array([1.0 / speed_under_limit(u.chip, u.power, u.limit_w, exp) for u in units])
+                share = self.scenario.simulation.serving_share
+                slow = np.array([1.0 / min(speed_under_limit(u.chip, u.power, u.limit_w, exp), share) for u in units])
                 # svc[u, kind]: seconds one slot of unit u takes for a request of each kind at this rung.
                 svc = self.rung_s(quality)[self._chip_of_unit] * m * slow[:, None]
+                if self.level_of_request is not None:  # replayed rungs: their time over this rung's
+                    mult = self._replayed_multiplier(quality)
+                    mult_min = float(mult.min()) if len(mult) else 1.0
                 enabled = serving_unit[slot_unit] & (slot_rank < concurrency)
                 avail = np.where(enabled, np.maximum(busy_until, t0), np.inf)
                 cand = np.flatnonzero(avail < t1)
@@ -649,9 +745,10 @@ class SiteSimulator:
                             u_a = slot_unit[sl]
                             e_a = s_a + svc[u_a, self.kinds[k_a]] * (mult[k_a] if mult is not None else 1.0)
                             busy_until[sl] = e_a
+                            slots_a = sl
                         else:
                             # The first Q requests only ever use the Q earliest slots.
-                            k_a, s_a, e_a, u_a = self._exact(
+                            k_a, s_a, e_a, u_a, slots_a = self._exact(
                                 q_idx,
                                 arr_list,
                                 kind_list,
@@ -664,6 +761,9 @@ class SiteSimulator:
                                 t1,
                             )
                         committed = (k_a, s_a, e_a, u_a)
+                        if in_flight_limits:  # which request each slot runs, for a limit that changes mid-request
+                            slot_req[slots_a] = k_a
+                            slot_start[slots_a] = s_a
                         # Advance the queue past what started.
                         started_n = len(k_a)
                         from_rq = min(started_n, len(take_rq))
@@ -679,9 +779,15 @@ class SiteSimulator:
                 e_bins = np.minimum((e_a // P).astype(np.int64), nbins)
                 np.add.at(done_bins, e_bins, 1)
                 np.add.at(met_bins, e_bins, (e_a - arr[k_a] <= self.config.slo_s).astype(float))
-                chunks.append((k_a, s_a, e_a, u_a, np.full(len(k_a), quality)))
+                level_a = np.full(len(k_a), quality)
+                if self.level_of_request is not None:
+                    replayed = self.level_of_request[k_a]
+                    level_a = np.where(replayed >= 0, replayed, quality)
+                chunks.append((k_a, s_a, e_a, u_a, level_a))
+                if in_flight_limits:
+                    chunk_level.update(zip(k_a.tolist(), level_a.tolist(), strict=True))
                 pending_end = np.concatenate([pending_end, e_a])
-                pending_level = np.concatenate([pending_level, np.full(len(e_a), quality)])
+                pending_level = np.concatenate([pending_level, level_a])
                 pending_unit_s = np.concatenate([pending_unit_s, (e_a - s_a) / unit_slots[u_a]])
                 tracked = track_arr[u_a]
                 if tracked.any():
@@ -729,6 +835,9 @@ class SiteSimulator:
             util = np.clip(busy / (span * sizes * m), 0.0, 1.0) if span > 0 else np.zeros(U)
             training_now = np.array([u.assignment == "training" for u in units])
             util = np.where(training_now, train_frac, util)
+            share = self.scenario.simulation.serving_share
+            if share < 1.0:  # a serving worker draws for the share of its device it gets, not its whole busy time
+                util = np.where(training_now, util, util * share)
             power_now = np.minimum(idle + span_w * util, np.maximum(limits, idle))
             power_series[j] = power_now.sum()
             queue_series[j] = queue_depth
@@ -745,7 +854,7 @@ class SiteSimulator:
         if chunks:
             k_all = np.concatenate([c[0] for c in chunks]).astype(np.int64)
             cols = [np.concatenate([c[i] for c in chunks]) for i in range(1, 5)]
-            if requeued:
+            if requeued or rewritten:
                 _, first_rev = np.unique(k_all[::-1], return_index=True)
                 pick = len(k_all) - 1 - first_rev
                 k_all = k_all[pick]
