@@ -129,3 +129,24 @@ def test_every_clip_spends_the_psnr_budget(height: int, width: int, background: 
     psnr = wm.psnr_db(clip, wm.embed(clip, 123, KEY))
     assert wm.WatermarkConfig().psnr_db - 0.1 <= psnr <= wm.WatermarkConfig().psnr_db + 0.25
     assert psnr >= 40.0
+
+
+def test_p_value_is_the_bonferroni_corrected_binomial_tail() -> None:
+    from scipy.stats import binom
+
+    clip = moving_clip(64, 64, 16, seed=5)
+    for frames in (clip, wm.embed(clip, 7, KEY)):
+        found = wm.detect(frames, KEY)
+        hypotheses = len(wm._axis_hypotheses(wm.WatermarkConfig())) ** 2
+        tail = binom.sf(found.pilot_matches - 1, found.pilot_count, 0.5)
+        assert found.p_value == pytest.approx(min(1.0, tail * hypotheses), rel=1e-9, abs=1e-300)
+
+
+def test_importing_the_watermark_does_not_load_scipy_stats() -> None:
+    # Serving workers import this module to embed; scipy.stats would cost each of them ~44 MB.
+    import subprocess
+    import sys
+
+    code = "import sys, garrison.shield.watermark; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
