@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from garrison.store import StoreError, open_store
-from garrison.store.migrate import alembic_config, current_revisions, head_revisions
+from garrison.store.migrate import HEAD_REVISIONS, alembic_config, current_revisions, head_revisions
 from garrison.store.models import metadata
 
 TABLES = {"tenants", "videos", "jobs", "decisions", "samples", "settings", "events", "alembic_version"}
@@ -51,6 +51,24 @@ def test_reopen_is_idempotent_and_keeps_data(store_url):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()
+
+
+def test_the_recorded_head_is_alembics_head():
+    # A new migration must update HEAD_REVISIONS, or every open would run Alembic's full check.
+    assert head_revisions() == HEAD_REVISIONS
+
+
+def test_opening_an_up_to_date_database_does_not_import_alembic(store_url):
+    import subprocess
+    import sys
+
+    open_store(store_url).close()  # migrated to head
+    code = (
+        "import sys; from garrison.store import open_store; "
+        f"open_store({store_url!r}).close(); print(any(m.split('.')[0] == 'alembic' for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_downgrade_to_base_and_upgrade_again(store_url):

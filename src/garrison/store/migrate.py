@@ -5,16 +5,22 @@ backends run DDL inside that transaction, so a killed migrator leaves the schema
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from garrison.store.errors import StoreError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# The head of migrations/versions, so that opening an up-to-date database (every open but the first after an
+# upgrade) is one SELECT and does not import Alembic, which stays in memory in every process that opens the store
+# (~10 MB, with Mako: the API server, each worker). tests/store/test_migrate.py checks it against Alembic's own view;
+# a new migration must update it.
+HEAD_REVISIONS = frozenset({"0002"})
 
 # Any fixed 64-bit number; every garrison process that migrates a PostgreSQL database takes this lock first.
 _PG_MIGRATION_LOCK = 0x6761727269736F6E  # "garrison"
@@ -22,6 +28,8 @@ _PG_MIGRATION_LOCK = 0x6761727269736F6E  # "garrison"
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic Config for garrison's migrations, built in code (there is no alembic.ini)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -32,11 +40,15 @@ def alembic_config(url: str | None = None) -> Config:
 
 def head_revisions() -> set[str]:
     """The revisions a fully migrated database carries."""
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def known_revisions() -> set[str]:
     """Every revision this garrison has a migration for."""
+    from alembic.script import ScriptDirectory
+
     return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
@@ -51,11 +63,30 @@ def _check_not_newer(current: set[str]) -> None:
 
 def current_revisions(connection: sa.Connection) -> set[str]:
     """The revisions the database carries now (empty for a database garrison never opened)."""
+    from alembic.runtime.migration import MigrationContext
+
     return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def _stored_revisions(engine: sa.Engine) -> set[str] | None:
+    """The alembic_version rows, read with plain SQL; None when there is no such table (a new database)."""
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    except sa.exc.ProgrammingError:  # PostgreSQL: undefined table
+        return None
+    except sa.exc.OperationalError as error:  # SQLite says "no such table"; anything else (unreachable) is raised
+        if "no such table" in str(error.orig):
+            return None
+        raise
 
 
 def upgrade(engine: sa.Engine) -> None:
     """Migrate `engine`'s database to head; a no-op (one cheap read) when it is there already."""
+    if _stored_revisions(engine) == HEAD_REVISIONS:
+        return
+    from alembic import command
+
     heads = head_revisions()
     with engine.connect() as connection:
         current = current_revisions(connection)
