@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 
 import numpy as np
 import torch
 
+from _machine import machine_facts
 from garrison.core.fleet import QUALITY_LADDER
 from garrison.core.types import VideoSpec
-from garrison.hardware.cpu import cpu_model_name
 from garrison.video.pipelines.builtin import BuiltinPipeline
 
 REQUEST = {"seconds": 2, "width": 64, "height": 64, "steps": 24}  # the demo's request (governor/demo.py)
@@ -90,12 +89,7 @@ def main() -> None:
                     str(q): round(float(steps[q] * scale2[q] / steps[0]), 4) for q in median
                 },
                 "repeats": args.repeats,
-                "machine": {
-                    "cpu": cpu_model_name(),
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2),
-                },
+                "machine": machine_facts(),
             }
         )
     )

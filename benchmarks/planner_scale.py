@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 
 import numpy as np
 import simpy
 
-from garrison.hardware.cpu import cpu_model_name
+from _machine import machine_facts
 from garrison.planner.profiles import CostProfile
 from garrison.planner.scenario import load_scenario
 from garrison.planner.sim import SiteSimulator, site_arrivals
@@ -115,12 +113,7 @@ def main() -> None:
                 "simpy": sp,
                 "speedup_vs_simpy": round((events / wall_s) / sp["events_per_s"], 1),
                 "targets": {"wall_s": 60, "peak_rss_gb": 4},
-                "machine": {
-                    "cpu": cpu_model_name(),
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2),
-                },
+                "machine": machine_facts(),
             }
         )
     )
