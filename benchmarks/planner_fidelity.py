@@ -148,6 +148,9 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     return {
         "meter_scope": "core" if scopes and all(x.startswith("cores ") for x in scopes) else "machine",
         "power_limits": power_limits(decisions, t0, config),
+        # The clock each tick read (its samples' stamp): a settle window of one period holds the next tick or not by
+        # a fraction of a millisecond (garrison.planner.validate.tick_clock_s).
+        "ticks_s": [round(s.ts - t0, 6) for s in sorted(samples, key=lambda s: s.ts)],
         "training_start_s": training_start_s(samples, job.started_at, t0, config["control_period_s"]),
         "other_cpu": other_cpu(samples, t0),
         "machine_cores": os.cpu_count(),

@@ -289,3 +289,70 @@ def test_a_serving_share_below_one_slows_serving_and_its_power():
     # a busy period: the worker draws for half a core, the idle training core its idle power
     assert shared.power_w[3] == pytest.approx(1.7 + 1.7 + 0.5 * (5.6 - 1.7))
     assert whole.power_w[3] == pytest.approx(1.7 + 5.6)
+
+
+def test_a_throttled_core_slot_reads_its_quota_for_the_part_of_the_period_it_had_work():
+    scenario = parse_scenario(_capped_pair({"limits_apply_in_flight": True}))
+    arrivals, kinds = np.array([0.5, 0.6]), np.zeros(2, dtype=np.int32)
+    run = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    end = float(run.end_s[1])  # the second request ends with training over, part way through its period
+    j = int(end)
+    assert run.jobs[0].finished_s <= j and end - j > 0.05
+    limit_w = [w for t, _, w in run.extra["limit_changes"] if t <= j][-1]
+    assert limit_w < 5.6  # still limited then
+    quota = (limit_w - 1.7) / (5.6 - 1.7)
+    # A CPU quota, not a clip on power: the slot drew its quota's share of the core for the time it had work, idle
+    # power after; the idle training core its idle power.
+    assert run.power_w[j] == pytest.approx(1.7 + (5.6 - 1.7) * quota * (end - j) + 1.7)
+    assert run.power_w[j] < limit_w + 1.7 - 0.1
+
+
+def test_a_limit_that_takes_effect_after_its_tick_slows_the_running_request_from_then():
+    scenario = parse_scenario(_capped_pair({"limits_apply_in_flight": True}))
+    arrivals, kinds = np.array([0.5, 0.6]), np.zeros(2, dtype=np.int32)
+    runs = {
+        d: SiteSimulator(
+            scenario, 0, arrivals, kinds, profile=_six_second_profile(), limit_delay_s=np.full(60, d)
+        ).run()
+        for d in (0.0, 0.25)
+    }
+    quota = (2.6 - 1.7) / (5.6 - 1.7)
+    assert runs[0.0].extra["limit_changes"][0][0] == pytest.approx(2.0)
+    assert runs[0.25].extra["limit_changes"][0][0] == pytest.approx(2.25)
+    assert runs[0.0].end_s[0] == pytest.approx(2.0 + 4.5 / quota)
+    assert runs[0.25].end_s[0] == pytest.approx(2.25 + 4.25 / quota)  # a quarter second more at full speed
+    # The period the limit came in reads the serving slot at full power until then, at its quota after; training
+    # started on that tick and draws its full power.
+    assert runs[0.25].power_w[2] == pytest.approx(1.7 + (5.6 - 1.7) * (0.25 + 0.75 * quota) + 5.6)
+    assert runs[0.0].power_w[2] == pytest.approx(2.6 + 5.6)
+
+
+def test_an_idle_worker_takes_a_request_a_poll_after_it_arrives_a_busy_one_at_once():
+    training = [{"name": "t", "devices": 1, "duration_s": 50, "start_s": 0}]  # nothing to lend, no cap binding
+    scenario = parse_scenario(one_slot_scenario({"worker_pickup_s": 0.1}, training))
+    arrivals, kinds = np.array([0.5, 0.6, 40.5]), np.zeros(3, dtype=np.int32)
+    run = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    assert run.start_s.tolist() == pytest.approx([0.6, 6.6, 40.6])  # idle: a poll later; queued: at once
+    assert run.end_s.tolist() == pytest.approx([6.6, 12.6, 46.6])
+
+
+def test_the_governor_reads_a_replayed_runs_tick_clock(monkeypatch):
+    from garrison.planner import sim as sim_module
+
+    seen: list[float] = []
+    decide = sim_module.policy.decide
+
+    def spy(state, config):
+        seen.append(state.now_s)
+        return decide(state, config)
+
+    scenario = parse_scenario(_capped_pair({"limits_apply_in_flight": True}))
+    arrivals, kinds = np.array([0.5, 0.6]), np.zeros(2, dtype=np.int32)
+    plain = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile()).run()
+    clock = np.arange(60) + np.where(np.arange(60) % 2, 0.0003, 0.0001)  # the timer's wake-up, a little late
+    monkeypatch.setattr(sim_module.policy, "decide", spy)
+    replayed = SiteSimulator(scenario, 0, arrivals, kinds, profile=_six_second_profile(), tick_clock_s=clock).run()
+    assert seen[:10] == pytest.approx(clock[:10].tolist(), abs=1e-12)
+    # The events still happen period by period: here the same decisions, so the same run.
+    assert replayed.start_s.tolist() == plain.start_s.tolist()
+    assert replayed.end_s.tolist() == plain.end_s.tolist()

@@ -1,7 +1,7 @@
 """The simulator against a measured `garrison demo` run on this machine (records extracted from runs ship in
 tests/planner/data/; benchmarks/planner_fidelity.py made them). The errors are printed: pytest -s shows them.
 
-Eleven recorded runs of the same demo on the same shared 2-core machine. The first three meter each video's joules
+Fifteen recorded runs of the same demo on the same shared 2-core machine. The first three meter each video's joules
 on the whole machine (runs 1 and 2 on 2026-11-25, run 3 on 2026-11-26); the `core` runs meter them on the serving
 core alone, as the serving worker does since 2026-11-26. Core runs 5-8 (2026-11-26, demo niced, 1-min load 3.2-4.0)
 also carry the samples' whole-core readings (`other_cpu`: other programs' CPU and what the serving worker got), the
@@ -14,7 +14,12 @@ replay than on the machine (the replay's first burst runs slower than theirs), a
 of it under the limit (it did not before), so the rest of their queue starts late; before the replay's changes
 they read 5%/15%, 6%/27% and 6%/14%. Core run 6's other programs started after its first burst (0.04 cores of
 other work measured over the first burst, 0.4-1.0 after it): its videos read their core busy where the replay
-expects it a quarter busy. The bounds below are the runs' figures with some margin, not the issue's 10% target.
+expects it a quarter busy. Core quiet runs 1-4 (2026-11-26, nothing else running, 1-min load about 1.2) also carry
+each tick's clock (`ticks_s`): replayed on it, with a slot's reading its quota for the time it had work and an idle
+worker's poll, 6%, 3%, 2%; 6%, 4%, 1%; 2%, 0.1%, 1%; 13%, 7%, 3% (on an exact clock, with limits clipping the
+reading, as before: 3%, 1%; 21%, 7%; 19%, 3%; 9%, 5% latency, energy). Quiet run 4's throttled videos ran at 0.79 of
+their quota (benchmarks/cpu_quota_speed.py: 0.80 to 1.03, batch to batch). The bounds below are the runs' figures with
+some margin, not the issue's 10% target.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ BOUNDS = {
     "demo_record_core_run6.json": (0.10, 0.22),
     "demo_record_core_run7.json": (0.10, 0.10),
     "demo_record_core_run8.json": (0.10, 0.10),
+    "demo_record_core_quiet_run1.json": (0.10, 0.10),
+    "demo_record_core_quiet_run2.json": (0.10, 0.10),
+    "demo_record_core_quiet_run3.json": (0.10, 0.10),
+    "demo_record_core_quiet_run4.json": (0.15, 0.10),
 }
 RECORDS = tuple(BOUNDS)
 CORE_RECORDS = tuple(r for r in RECORDS if "core" in r)
@@ -100,6 +109,26 @@ def test_power_limit_timeline(record):
     first = changes[0]
     assert limit_at_w(record, first["device_id"], first["t_s"] - 0.001) == pytest.approx(5.6)
     assert limit_at_w(record, first["device_id"], first["t_s"]) == pytest.approx(first["watts"])
+
+
+@pytest.mark.parametrize("name", [r for r in RECORDS if "quiet" in r])
+def test_the_replays_power_limits_come_on_the_runs_ticks(name):
+    """The quiet runs carry each tick's clock (`ticks_s`). The step that meets the cap binding (quality and a 3.6 W
+    limit) holds the next tick for one period (the policy's settle window), and whether the next tick falls inside
+    it turns on a fraction of a millisecond of timer wake-up: in runs 2 and 3 it did (8.00018 s against a window to
+    8.00026 s), so the 2.6 W limit came a tick later, at 9 s (in run 4 the tick read 3 ms late and was not held; in
+    run 1 the 8 s reading, 8.82 W, was under the 8.97 W high watermark). The replay on the runs' clock sets each
+    limit on the tick the run did, when the run did; on an exact clock it sets the 2.6 W one at 8 s in runs 2-4."""
+    record = json.loads((DATA / name).read_text())
+    out = predict_demo(record, "first_burst")
+    measured = [(int(c["t_s"]), c["watts"]) for c in record["power_limits"][:2]]
+    assert [(int(c["t_s"]), c["watts"]) for c in out["power_limits_predicted"][:2]] == measured
+    assert out["power_limits_predicted"][0]["t_s"] == pytest.approx(record["power_limits"][0]["t_s"])
+    exact = predict_demo({k: v for k, v in record.items() if k != "ticks_s"}, "first_burst")
+    held = measured[1][0] == 9 and not name.endswith("run1.json")
+    assert [int(c["t_s"]) for c in exact["power_limits_predicted"][:2]] == [7, 9 if name.endswith("run1.json") else 8]
+    if held:  # held by the clock: an exact clock steps a period early, and every later video is late
+        assert exact["relative_error"]["latency_mean_s"] > 0.15 > 0.10 > out["relative_error"]["latency_mean_s"]
 
 
 def test_a_record_of_another_version_is_refused(record):

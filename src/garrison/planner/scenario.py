@@ -171,7 +171,9 @@ class Simulation(_Strict):
     on a CPU shared with other programs, which take the rest): serving work runs at the lower of it and the power
     limit's speed, and draws power for what it gets. `limits_apply_in_flight`: a power limit set while a request runs
     changes its speed from then on (a cgroup quota or a GPU clock acts at once); off, a request keeps the speed it
-    started at (the default, and the large runs' behaviour)."""
+    started at (the default, and the large runs' behaviour). `worker_pickup_s`: seconds an idle worker takes to
+    notice a request (a worker that polls its queue every p seconds: p / 2 on average); a worker that finishes a
+    request takes the next queued one at once."""
 
     max_units_per_site: int = Field(default=64, ge=1, le=4096)
     idle_fraction: float = Field(default=0.15, ge=0, lt=1)
@@ -182,6 +184,7 @@ class Simulation(_Strict):
     training_start_s: float = Field(default=0.0, ge=0, le=3600)
     serving_share: float = Field(default=1.0, gt=0, le=1)
     limits_apply_in_flight: bool = False
+    worker_pickup_s: float = Field(default=0.0, ge=0, le=3600)
 
 
 class Search(_Strict):

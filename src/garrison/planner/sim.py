@@ -76,6 +76,7 @@ from garrison.planner.scenario import Scenario, ScenarioError, Site
 ARRIVAL_WINDOW_S = 60.0  # as the live runtime measures the arrival rate
 SLO_WINDOW_S = 300.0
 SERVICE_SAMPLES = 50
+MAX_LIMIT_CHANGES = 1000  # power-limit changes kept in a result's extra (a replay's timeline; a fleet's would be long)
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,9 @@ def chip_power(scenario: Scenario, chip_key: str, chip: Chip | None, serving_bus
 
 def speed_under_limit(chip: str, power: ChipPower, limit_w: float, exponent: float) -> float:
     """Work rate under a power limit, 1 at or above busy power. A CPU core slot's limit is a cgroup CPU quota
-    (hardware/power_limit.py), so its speed is the quota: (limit - idle) / (busy - idle). A GPU's limit lowers its
-    clocks: (limit / busy) ** exponent."""
+    (hardware/power_limit.py), so its speed is the quota: (limit - idle) / (busy - idle) (benchmarks/cpu_quota_speed.py:
+    the demo's serving worker under the 3.6 and 2.6 W limits ran at 0.80 to 1.03 of its quota, batch to batch, with
+    no loss common to both). A GPU's limit lowers its clocks: (limit / busy) ** exponent."""
     if limit_w >= power.busy_w:
         return 1.0
     if chip == CPU_CHIP:
@@ -194,11 +196,28 @@ class SiteSimulator:
         with_training: bool = True,
         service_multiplier: np.ndarray | None = None,
         level_of_request: np.ndarray | None = None,
+        tick_clock_s: np.ndarray | None = None,
+        limit_delay_s: np.ndarray | None = None,
     ) -> None:
         """`level_of_request` (optional, one per arrival): the quality rung each request runs at, -1 for the rung the
         governor has set when it starts. A replay of a measured run gives the rungs its videos ran at (which side of
         a tick a claim fell on is a race the simulator cannot reproduce); the governor's own rung decisions still
-        drive everything else. Its times scale by the rungs' ratio on the site's first chip."""
+        drive everything else. Its times scale by the rungs' ratio on the site's first chip.
+
+        `tick_clock_s` (optional, one per control period from the first): the clock each tick of a measured run read
+        (its `now_s`), given to the governor as the tick's time instead of the period's start; the simulated events
+        still happen period by period. The runtime schedules ticks a period apart, but each reads the clock after its
+        timer wakes, a few tenths of a millisecond late (2026-11-26: tick-to-tick 0.996 to 1.004 s, under 1 s in
+        about half the periods). A step whose settle time is one period (policy: `settle_until_s` = now + one
+        period) holds the next tick exactly when that tick's clock read came less than a period after the step's:
+        on four quiet demo runs it held the tick after the cap first binds in two (the next limit a period later),
+        and an exact simulated clock never holds it.
+
+        `limit_delay_s` (optional, one per control period): seconds after the period's start at which the power
+        limits its tick sets take effect (a measured run's: the tick reads the meters and the store before it acts,
+        0.03 to 0.16 s on a quiet machine); the running requests are slowed from then, and the period's power reading
+        counts the old limit until then. Requests started within the delay take the new limit (it is shorter than
+        a request)."""
         self.scenario = scenario
         self.site: Site = scenario.sites[site_index]
         self.site_index = site_index
@@ -309,6 +328,8 @@ class SiteSimulator:
         self._chip_of_unit = np.array([self.chip_index[u.chip] for u in self.units])
         self.service_multiplier = service_multiplier
         self.level_of_request = level_of_request
+        self.tick_clock_s = tick_clock_s
+        self.limit_delay_s = limit_delay_s
 
     def rung_s(self, quality: int) -> np.ndarray:
         """Seconds per request [chip, kind] at full speed on one device at rung `quality`: the rung scales the part
@@ -388,9 +409,11 @@ class SiteSimulator:
         busy_until: np.ndarray,
         mult: np.ndarray | None,
         t1: float,
+        pickup_s: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """FIFO over this period's candidate slots, one heapreplace per request (a slot may serve several); returns
-        the requests started, their starts, ends, units and slots."""
+        the requests started, their starts, ends, units and slots. A request that finds its slot idle starts
+        `pickup_s` after it arrives (simulation.worker_pickup_s)."""
         heap = list(zip(free_at.tolist(), cand.tolist(), strict=True))
         heapq.heapify(heap)
         svc_l = svc.tolist()
@@ -401,7 +424,7 @@ class SiteSimulator:
         for k in q_idx.tolist():
             f, slot = heap[0]
             a = arr_list[k]
-            st = a if a > f else f
+            st = a + pickup_s if a > f else f
             if st >= t1:
                 break
             i = unit_of_slot[slot]
@@ -476,12 +499,20 @@ class SiteSimulator:
         slot_req = np.full(len(slot_unit), -1, dtype=np.int64)
         slot_start = np.zeros(len(slot_unit))
         chunk_level: dict[int, int] = {}
+        limit_changes: list[tuple[float, str, float]] = []  # (when it took effect, unit, watts): the first ones
         decide_calls = 0
         serving_slot_s = training_device_s = 0.0
         power_now = np.array([u.size * u.power.idle_w for u in units])
         sizes = self._sizes
+        cpu_units = np.array([u.chip == CPU_CHIP for u in units])
         idle = np.array([u.power.idle_w for u in units]) * sizes
         span_w = np.array([max(u.power.busy_w - u.power.idle_w, 0.0) for u in units]) * sizes
+        busy_w_per_device = np.array([u.power.busy_w for u in units])
+
+        def cpu_quota(limit_w: np.ndarray) -> np.ndarray:
+            """Each unit's CPU quota under per-device limits `limit_w` (speed_under_limit's CPU rule, vectorised)."""
+            per_span = np.maximum(span_w / sizes, 1e-9)
+            return np.where(limit_w >= busy_w_per_device, 1.0, np.maximum((limit_w - idle / sizes) / per_span, 0.01))
 
         def bin_busy(s: np.ndarray, e: np.ndarray, u: np.ndarray, w: float) -> None:
             end_edge = nbins * P
@@ -613,9 +644,12 @@ class SiteSimulator:
                 for job in self.jobs
                 if job.status in (JobStatus.WAITING, JobStatus.RUNNING) and job.start_s <= t0
             )
+            now_s = t0
+            if self.tick_clock_s is not None and j < len(self.tick_clock_s):
+                now_s = float(self.tick_clock_s[j])
             state = FleetState(
-                now_s=t0,
-                devices=self._device_states(t0, power_now, inflight, last_busy_s),
+                now_s=now_s,
+                devices=self._device_states(now_s, power_now, inflight, last_busy_s),
                 serving=serving_state,
                 jobs=jobs_state,
                 fleet_power_w=float(power_now.sum()),
@@ -630,6 +664,11 @@ class SiteSimulator:
             if decision.gate.state != "online" and decision.gate.reasons:
                 gate_reasons.setdefault(decision.gate.state, decision.gate.reasons[0])
             # --- apply ------------------------------------------------------------------------------------------
+            act_delay_s = 0.0
+            if self.limit_delay_s is not None and j < len(self.limit_delay_s):
+                act_delay_s = min(max(float(self.limit_delay_s[j]), 0.0), P)
+            changed_after_s = np.zeros(U)  # when this period's limit change took effect, after its start
+            limit_before_w = np.array([u.limit_w for u in units])
             index = {u.id: i for i, u in enumerate(units)}
             jobs = {job.name: job for job in self.jobs}
             for action in decision.actions:
@@ -683,9 +722,12 @@ class SiteSimulator:
                 elif isinstance(action, SetPowerLimit | ThrottleTraining):
                     i = index[action.device_id]
                     old_speed = self._serving_speed(units[i])
+                    changed_after_s[i] = act_delay_s
+                    if len(limit_changes) < MAX_LIMIT_CHANGES:
+                        limit_changes.append((t0 + act_delay_s, units[i].id, float(action.watts)))
                     units[i].limit_w = action.watts / units[i].size
                     if in_flight_limits and serving_unit[i]:
-                        rescaled = rescale_in_flight(i, t0, old_speed / self._serving_speed(units[i]))
+                        rescaled = rescale_in_flight(i, t0 + act_delay_s, old_speed / self._serving_speed(units[i]))
                         rewritten = rewritten or rescaled
                     if isinstance(action, ThrottleTraining):
                         jobs[action.job_id].throttled = units[i].limit_w < units[i].power.max_limit_w
@@ -703,6 +745,7 @@ class SiteSimulator:
                     shed_np[lo_new:hi_end] = True
                 shed_total += max(hi_end - lo_new, 0)
             committed = None
+            pickup_s = self.scenario.simulation.worker_pickup_s
             if admission == "open" and serving_unit.any():
                 exp = self.scenario.simulation.power_perf_exponent
                 share = self.scenario.simulation.serving_share
@@ -739,8 +782,10 @@ class SiteSimulator:
                             # than the period), so FIFO pairs the k-th request with the k-th earliest free slot.
                             L = min(len(q_idx), len(cand))
                             k_a = q_idx[:L]
-                            s_a = np.maximum(arr[k_a], free_at[:L])
-                            L = int(np.searchsorted(s_a >= t1, True))  # starts are non-decreasing: a prefix
+                            a_k = arr[k_a]
+                            s_a = np.where(a_k > free_at[:L], a_k + pickup_s, free_at[:L])
+                            late = s_a >= t1  # a prefix starts (an idle slot's pickup can put one after the next)
+                            L = int(np.argmax(late)) if late.any() else len(s_a)
                             k_a, s_a, sl = k_a[:L], s_a[:L], cand[:L]
                             u_a = slot_unit[sl]
                             e_a = s_a + svc[u_a, self.kinds[k_a]] * (mult[k_a] if mult is not None else 1.0)
@@ -759,6 +804,7 @@ class SiteSimulator:
                                 busy_until,
                                 mult,
                                 t1,
+                                pickup_s,
                             )
                         committed = (k_a, s_a, e_a, u_a)
                         if in_flight_limits:  # which request each slot runs, for a limit that changes mid-request
@@ -838,7 +884,22 @@ class SiteSimulator:
             share = self.scenario.simulation.serving_share
             if share < 1.0:  # a serving worker draws for the share of its device it gets, not its whole busy time
                 util = np.where(training_now, util, util * share)
+            if cpu_units.any():
+                # A CPU core slot's limit is a CPU quota (hardware/power_limit.py CpuSlotLimiter), not a clip on its
+                # power: while its work runs it uses the quota's share of the core, and reads idle + (busy - idle) x
+                # that share x the part of the period it had work, below its limit when the work ran part of it.
+                # Clipping the busy reading at the limit read a slot that waited for its next request as if it had
+                # been throttled all period (2026-11-26: 0.1 to 0.2 W high on the period the cap first binds).
+                quota = cpu_quota(limits / sizes)
+                before = cpu_quota(limit_before_w)
+                if span > 0:  # a limit that took effect after the period began: the old quota until then
+                    after_s = np.minimum(changed_after_s, span)
+                    quota = (after_s * before + (span - after_s) * quota) / span
+                cut = np.where(training_now, quota, np.minimum(quota, share) / share if share < 1.0 else quota)
+                util = np.where(cpu_units, util * cut, util)
             power_now = np.minimum(idle + span_w * util, np.maximum(limits, idle))
+            if cpu_units.any():  # the quota already holds a CPU slot under its limits, the one before a change too
+                power_now = np.where(cpu_units, idle + span_w * util, power_now)
             power_series[j] = power_now.sum()
             queue_series[j] = queue_depth
             quality_series[j] = quality
@@ -893,7 +954,7 @@ class SiteSimulator:
             training_device_s=training_device_s,
             decide_calls=decide_calls,
             events=int(2 * np.isfinite(start).sum() + n + 2 * len(self.jobs)),
-            extra={"unit_size": self.unit_size},
+            extra={"unit_size": self.unit_size, "limit_changes": limit_changes},
         )
 
 

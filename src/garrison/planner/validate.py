@@ -32,9 +32,17 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
   quota acts at once); the first burst's last video straddles the cap binding, and before this it ran the rest of
   its time at full speed in the replay (2026-11-26: 0.79 s predicted against 1.28 s measured, every later video
   started 0.5 s early);
-- the governor's policies run every control period, as in the demo; each video runs at the rung it ran at in the
-  run (`level_of_request`). Whether the first burst's last video is claimed just before or just after the tick
-  that lowers the quality when training starts is a race of a few hundredths of a second (2026-11-26: claimed 0.03 s
+- the governor's policies run every control period, as in the demo, each tick at the clock the run's tick read
+  (`tick_clock_s`, the record's `ticks_s`) and its power limits taking effect when the run's did (`limit_delay_s`).
+  A step that meets the cap binding holds the next tick for one period (the policy's settle window), and whether
+  that tick falls inside it turns on a fraction of a millisecond of timer wake-up: two of four quiet runs of
+  2026-11-26 were held (8.00018 s against a window to 8.00026 s) and set the 2.6 W limit at 9 s; on an exact clock
+  the replay set it at 8 s, and every later video ran a period early at a quarter core (latency 19-21% over).
+  A core slot's reading is its quota's share of the core for the time it had work (a quota, not a clip: a slot that
+  waited 0.2 s for its next video read 3.4 W, not its 3.6 W limit, and kept the fleet under the high watermark);
+  an idle worker takes a request half its poll interval after it arrives (`worker_pickup_s`);
+- each video runs at the rung it ran at in the run (`level_of_request`). Whether the first burst's last video is
+  claimed just before or just after the tick that lowers the quality when training starts is a race of a few hundredths of a second (2026-11-26: claimed 0.03 s
   before the tick on the machine, 0.05 s after it in the replay) that moves mean joules by 10-20% and every later
   video's wait; the replay predicts the cost and the queue of the mix the run took, and reports its own free-running
   rung choice (`free_running`) beside it.
@@ -64,13 +72,14 @@ on a machine where other programs filled the core: joules 17-21% low).
 
 It returns predicted and measured mean latency, joules per video and governed training throughput, with relative
 errors (the issue's target: within 10%). What the simulator leaves out: other programs' load changing during the run
-(it is measured over the first burst only), the delay between a tick and its actions on a loaded machine (0.06 to
-0.77 s measured; the replay acts at the tick), the worker getting less than its quota when other programs compete for
+(it is measured over the first burst only), the delay between a tick and its quality and training actions (its
+power limits take effect when the run's did), the worker getting less than its quota when other programs compete for
 its core, and the training job slowed by them (the training-alone rate is measured before, under other load).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -278,6 +287,51 @@ def others_on_metered_cores(demand: float, metered_free: float, machine_free: fl
     return min(max(demand - elsewhere, 0.0), max(metered_free, 0.0))
 
 
+def tick_clock_s(record: dict[str, Any]) -> np.ndarray | None:
+    """The clock each of the run's ticks read (its `now_s`), one per control period from the first, or None where
+    the record has no tick times (made before 2026-11-26). The record's `ticks_s` are the governor's samples' times
+    (one per tick, stamped with the tick's `now_s`); a period without a sample gets its nominal start."""
+    ticks = record.get("ticks_s")
+    if not ticks:
+        return None
+    period = float(record["control_period_s"])
+    n = int(round(max(ticks) / period)) + 1
+    out = np.arange(n) * period
+    for t in ticks:
+        j = int(round(t / period))
+        if 0 <= j < n and abs(t - j * period) < period / 2:
+            out[j] = t
+    return out
+
+
+def limit_delay_s(record: dict[str, Any]) -> np.ndarray | None:
+    """Per control period, seconds after its start at which the power limits its tick set took effect: where the run
+    set one then, when it did (the record's `power_limits`; the tick reads the meters and the store and decides
+    first: 0.03 to 0.16 s on a quiet machine, 2026-11-26), elsewhere the median of those. None without tick times
+    (older records: the replay then acts at the tick)."""
+    clock = tick_clock_s(record)
+    if clock is None:
+        return None
+    period = float(record["control_period_s"])
+    out = np.full(len(clock), np.nan)
+    for change in record.get("power_limits", []):
+        j = int(change["t_s"] // period)
+        if 0 <= j < len(out):
+            out[j] = change["t_s"] - j * period
+    measured = out[np.isfinite(out)]
+    return np.where(np.isfinite(out), out, float(np.median(measured)) if len(measured) else 0.0)
+
+
+def worker_pickup_s() -> float:
+    """Seconds an idle serving worker takes, on average, to claim a request that arrives: it polls its queue every
+    `poll_s` (serving_worker.run_worker's default, which the demo's workers run with), so half of that. (Measured on
+    the two quiet runs of 2026-11-26 whose second burst found the worker idle: 0.13 and 0.14 s, the claim itself
+    included.)"""
+    from garrison.governor.executors.serving_worker import run_worker
+
+    return float(inspect.signature(run_worker).parameters["poll_s"].default) / 2
+
+
 def calibration_videos(record: dict[str, Any], on: str = "first_burst") -> list[dict[str, Any]]:
     """The videos the profile is fitted on: `first_burst` (submitted before the training job, so the rest of the
     run is predicted out of sample) or `all` (in sample)."""
@@ -422,6 +476,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
                 "training_start_s": training_start_s,
                 "serving_share": share_got,
                 "limits_apply_in_flight": True,  # a cgroup quota acts on the running video at once
+                "worker_pickup_s": worker_pickup_s(),
             },
         }
     )
@@ -436,6 +491,9 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
         ]
     )
 
+    clock = tick_clock_s(record)
+    delays = limit_delay_s(record)
+
     def simulate(level_of_request: np.ndarray | None) -> dict[str, Any]:
         sim = SiteSimulator(
             scenario,
@@ -444,6 +502,8 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             np.zeros(len(arrivals), dtype=np.int32),
             profile=profile,
             level_of_request=level_of_request,
+            tick_clock_s=clock,
+            limit_delay_s=delays,
         )
         result = sim.run()
         started = np.isfinite(result.start_s)
@@ -500,6 +560,9 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
                 )
             ],
             "quality_by_period_predicted": result.quality[:periods].tolist(),
+            "power_limits_predicted": [
+                {"t_s": round(t, 4), "watts": round(w, 4)} for t, _, w in result.extra.get("limit_changes", [])
+            ],
             "videos_served_predicted": int(started.sum()),
             "quality_levels_predicted": {str(q): int(c) for q, c in enumerate(np.bincount(levels, minlength=6))},
             "peak_power_w_predicted": float(result.power_w.max()),
@@ -547,4 +610,5 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             "quality_levels_predicted": free["quality_levels_predicted"],
         },
         "power_mean_w_measured": record.get("power", {}).get("mean_w"),
+        "power_limits_measured": [{"t_s": c["t_s"], "watts": c["watts"]} for c in record.get("power_limits", [])],
     }
