@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from _machine import machine_facts
-from garrison.governor.demo import DEMO_PROMPTS, DemoConfig
+from garrison.governor.demo import DemoConfig, submit_burst
 from garrison.governor.executors.local import LocalExecutor, wait_for
 from garrison.hardware.cpu import CpuPowerModel
 from garrison.hardware.devices import fleet_devices
@@ -81,20 +81,8 @@ def main() -> None:
         time.sleep(10.0)  # the worker loads its model, the training process starts
         for watts in limits:
             limiter.set(serving, watts)
-            ids = []
-            for _ in range(args.videos + 1):
-                video, _ = store.create_video(
-                    tenant.id,
-                    prompt=DEMO_PROMPTS[n % len(DEMO_PROMPTS)],
-                    model="garrison-builtin-dit",
-                    seconds=cfg.video_seconds,
-                    size=cfg.video_size,
-                    steps=cfg.video_steps,
-                    guidance=cfg.video_guidance,
-                    seed=n,
-                )
-                ids.append(video.id)
-                n += 1
+            ids = submit_burst(store, tenant.id, cfg, args.videos + 1, n)  # the demo's own requests
+            n += args.videos + 1
 
             def done(ids: list[str] = ids) -> bool:
                 return all(store.get_video(i).completed_at is not None for i in ids)
