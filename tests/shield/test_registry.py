@@ -32,3 +32,28 @@ def test_register_and_lookup(tmp_path) -> None:
     assert not reg.lookup(None, fingerprint(clip)).match
     # the same database from a second handle (another process) sees the rows
     assert Registry(f"sqlite:///{tmp_path / 'reg.sqlite'}").lookup("00000000000000ff", None).request_id == "req-a"
+
+
+def test_a_registry_another_process_creates_at_the_same_moment_still_opens(tmp_path, monkeypatch) -> None:
+    """Two workers' first videos open a new registry at once: one CREATE TABLE loses the race and must not fail the
+    video (it did, in CI: "table shield_provenance already exists")."""
+    import sqlalchemy as sa
+
+    from garrison.shield import registry as registry_mod
+
+    path = tmp_path / "registry.sqlite"
+    real_create_all = registry_mod._Base.metadata.create_all
+    calls = []
+
+    def racing_create_all(bind, **kwargs):
+        calls.append(bind)
+        if len(calls) == 1:  # the other process gets there first, between our check and our CREATE TABLE
+            real_create_all(sa.create_engine(f"sqlite:///{path}"))
+            raise sa.exc.OperationalError("CREATE TABLE shield_provenance", {}, Exception("table already exists"))
+        return real_create_all(bind, **kwargs)
+
+    monkeypatch.setattr(registry_mod._Base.metadata, "create_all", racing_create_all)
+    reg = Registry(path)
+    assert len(calls) == 2
+    reg.register("req-1", "00ff00ff00ff00ff", "0" * 16, "garrison-builtin-dit", "ab" * 32)
+    assert reg.by_watermark("00ff00ff00ff00ff").request_id == "req-1" and reg.count() == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import BigInteger, DateTime, Integer, String, create_engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 FINGERPRINT_BITS = 128
@@ -112,7 +113,13 @@ class Registry:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{url}"
         self.engine = create_engine(url)
-        _Base.metadata.create_all(self.engine)
+        try:
+            _Base.metadata.create_all(self.engine)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Two processes opening a new registry at once (two serving workers' first videos): both saw no table,
+            # one created it first, and the other's CREATE TABLE failed ("table ... already exists"). The check is
+            # repeated once; it now finds the tables. A second failure is a real error.
+            _Base.metadata.create_all(self.engine)
 
     def register(
         self, request_id: str, watermark_payload: str, fingerprint_hex: str, model: str, prompt_sha256: str
