@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
 def test_decisions_match_the_policy_in_process(pool):
     local = Policy(PolicyConfig())
     for prompt in PROMPTS:
-        assert pool.check_blocking(prompt) == local.check(prompt)
+        assert asyncio.run(pool.check(prompt)) == local.check(prompt)
 
     # And through the asyncio path the server uses, concurrently.
     async def all_at_once():
@@ -72,7 +72,7 @@ def test_a_killed_child_is_replaced_and_its_pending_prompt_still_decided(pool):
     with pytest.raises(PolicyChildDied):
         future.result(timeout=30)
     # The next check starts a new child and decides.
-    assert pool.check_blocking(PROMPTS[2]).refused
+    assert asyncio.run(pool.check(PROMPTS[2])).refused
     (new_pid,) = pool.child_pids()
     assert new_pid != pid and pool.restarts == restarts + 1
     deadline = time.monotonic() + 10
@@ -106,7 +106,7 @@ def test_a_stuck_child_is_killed_and_the_prompt_decided_by_a_new_one():
         (pid,) = p.child_pids()
         os.kill(pid, signal.SIGSTOP)  # alive, but answers nothing
         started = time.monotonic()
-        assert p.check_blocking(PROMPTS[2]).refused
+        assert asyncio.run(p.check(PROMPTS[2])).refused
         assert 1.0 <= time.monotonic() - started < 60
         assert p.child_pids()[0] != pid and p.restarts == 1
         assert asyncio.run(p.check(PROMPTS[1])).decision == "allow"
@@ -122,7 +122,7 @@ def test_close_ends_the_children():
     p.close()
     assert not any(_alive(pid) for pid in pids)
     with pytest.raises(PolicyUnavailable):
-        p.check_blocking(PROMPTS[0])
+        asyncio.run(p.check(PROMPTS[0]))
 
 
 def test_policy_processes_from_env(monkeypatch):

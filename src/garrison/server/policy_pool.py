@@ -203,19 +203,6 @@ class PolicyPool:
         # A child still loading the policy (a fresh one after a restart) gets the start-up allowance as well.
         return self.timeout_s if child.ready.is_set() else self.timeout_s + START_TIMEOUT_S
 
-    def check_blocking(self, prompt: str) -> PolicyDecision:
-        """The decision for one prompt, from a thread (the CLI, tests)."""
-        for attempt in (1, 2):
-            child = self._least_busy()
-            timeout_s = self._timeout_for(child)
-            try:
-                return child.submit(prompt).result(timeout=timeout_s)
-            except TimeoutError:
-                child.kill(f"no answer in {timeout_s} s")
-            except PolicyChildDied as e:
-                log.warning("%s; trying a new policy process (attempt %d)", e, attempt)
-        raise PolicyUnavailable("the prompt policy process failed twice in a row")
-
     async def check(self, prompt: str) -> PolicyDecision:
         """The decision for one prompt, awaited without holding the event loop or a worker thread."""
         for attempt in (1, 2):
