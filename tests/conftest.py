@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from garrison.hardware.cpu import cpu_model_name
+from garrison.hardware.cpu import cpu_capability, cpu_model_name
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -76,6 +76,7 @@ def cpu_peak_cache(isolated_home):
             "matrix_n": 1024,
             "measured_at_unix_s": 0.0,
             "loadavg_1m": 0.0,
+            "cpu_capability": cpu_capability(),
         }
         path.write_text(json.dumps(entry))
 

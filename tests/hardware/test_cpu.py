@@ -11,7 +11,9 @@ import pytest
 from garrison.hardware.cpu import (
     CLOCK_TICKS_PER_S,
     CpuPowerModel,
+    bf16_is_fast,
     cached_cpu_peak,
+    cpu_capability,
     cpu_chip,
     cpu_peak,
     cpu_peak_cache_path,
@@ -107,6 +109,24 @@ def test_cpu_peak_cache_for_another_machine_or_corrupt_is_remeasured(isolated_ho
     assert cpu_peak(n=64, budget_s=0.005).peak_flops_by_dtype["fp32"] > 1.0
     path.write_text("{not json")
     assert cpu_peak(n=64, budget_s=0.005).measured_at_unix_s > 0
+
+
+def test_a_cache_from_a_host_of_the_same_name_with_another_vector_isa_is_remeasured(isolated_home, cpu_peak_cache):
+    cpu_peak_cache(fp32_flops=1.0, bf16_flops=1.0)
+    assert cached_cpu_peak() is not None
+    path = cpu_peak_cache_path()
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, "cpu_capability": "NOT-" + cpu_capability()}))
+    assert cached_cpu_peak() is None
+    assert cpu_peak(n=64, budget_s=0.005).peak_flops_by_dtype["fp32"] > 1.0
+
+
+def test_bf16_is_the_default_only_where_it_is_at_least_as_fast_as_fp32(isolated_home, cpu_peak_cache):
+    cpu_peak_cache(fp32_flops=119e9, bf16_flops=1.8e9)  # an AVX2-only EPYC: bf16 emulated
+    assert bf16_is_fast("cpu") is False
+    cpu_peak_cache(fp32_flops=164e9, bf16_flops=404e9)  # an AVX-512 BF16 part
+    assert bf16_is_fast("cpu") is True
+    assert bf16_is_fast("mps") is False
 
 
 def test_cpu_chip_uses_measured_peak_and_assumed_watts():

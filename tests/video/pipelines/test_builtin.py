@@ -67,3 +67,19 @@ def test_bad_specs_fail_before_work(spec, message):
 def test_resolve_size():
     assert resolve_size(112, 64) == ((112, 64), False)
     assert resolve_size(1792, 1024) == ((112, 64), True)
+
+
+def test_the_weights_run_in_bf16_only_where_the_cpu_runs_it_fast(isolated_home, cpu_peak_cache):
+    import torch
+
+    from garrison.video.pipelines.builtin import BuiltinPipeline
+
+    cpu_peak_cache(fp32_flops=119e9, bf16_flops=1.8e9)  # AVX2 only: bf16 emulated, 4x slower a video
+    slow = BuiltinPipeline.load()
+    assert slow.bf16 is False and next(slow.model.parameters()).dtype == torch.float32
+    cpu_peak_cache(fp32_flops=164e9, bf16_flops=404e9)
+    fast = BuiltinPipeline.load()
+    assert fast.bf16 is True and next(fast.model.parameters()).dtype == torch.bfloat16
+    assert BuiltinPipeline.load(bf16=False).bf16 is False  # an explicit choice wins
+    frames = slow(VideoSpec(PROMPT, seconds=2, steps=2)).clip.frames
+    assert frames.shape[0] == 16 and frames.std() > 0

@@ -13,13 +13,14 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from garrison.hardware.cpu import bf16_is_fast
 from garrison.video.data.stream import Batch, BatchPlan, render_batch, stream_plans
 from garrison.video.models.dit import DiTConfig, SpacetimeDiT
 from garrison.video.models.text_encoder import TextEncoder
@@ -89,7 +90,9 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     device: str = "auto"
-    bf16: bool = True
+    # bf16 autocast; None: where the device runs bf16 at least as fast as fp32 (hardware.cpu.bf16_is_fast: an
+    # AVX2-only CPU emulates it, 6.6x slower a step)
+    bf16: bool | None = None
     eval_prompts_per_set: int = 64
     max_wall_s: float | None = None  # stop (and checkpoint) once the run's training wall time reaches this
     # With a wall-time budget the step count is unknown ahead, so the cool-down can also be in seconds: lr falls
@@ -179,6 +182,8 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device) ->
 def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train to `cfg.steps`; returns the summary that also goes into the model card."""
     device = pick_device(cfg.device)
+    if cfg.bf16 is None:
+        cfg = replace(cfg, bf16=bf16_is_fast(device.type))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
