@@ -78,7 +78,8 @@ class BuiltinPipeline:
         self.fps = load_world().fps
 
     @classmethod
-    def load(cls, checkpoint_dir: str | Path | None = None, device: str = "cpu", bf16: bool | None = None
+    def load(
+        cls, checkpoint_dir: str | Path | None = None, device: str = "cpu", bf16: bool | None = None
     ) -> BuiltinPipeline:
         """Load a checkpoint folder (default: the one shipped inside the package). Raises CheckpointError."""
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else shipped_checkpoint_dir()
