@@ -117,6 +117,20 @@ def test_a_little_over_the_high_watermark_costs_one_quality_rung():
     assert memory.rungs[-1] == "down:quality" and memory.settle_until_s > state.now_s
 
 
+def test_a_settle_window_does_not_turn_on_the_ticks_timer_jitter():
+    # A step sized to settle in one period holds ticks inside the window, but not the next tick: that one reads the
+    # clock a fraction of a millisecond before or after the window's end (2026-11-26 demo runs: 8.00018 s against a
+    # window to 8.00026 s), and which side it fell on decided whether the governor stepped again.
+    over = replace(
+        fleet_state(serving_w=(300.0, 300.0), training_w=(300.0,), arrival_rate_per_s=0.3), fleet_power_w=990.0
+    )
+    period_s = CONFIG.control_period_s
+    for ends_after_s, held in ((0.5 * period_s, True), (0.0002, False), (-0.0002, False)):
+        memory = ControlMemory(settle_until_s=over.now_s + ends_after_s, expected_power_w=900.0)
+        actions, _ = tick(replace(over, memory=memory))
+        assert (actions == []) is held, ends_after_s
+
+
 def test_far_over_jumps_down_several_families_in_order_in_one_tick():
     # Two devices saturated by a long queue and training at full power: 1,200 W against 1,000 W.
     state = fleet_state(training_w=(300.0, 300.0), arrival_rate_per_s=1.0, queue_depth=40, queued_device_s=160.0)

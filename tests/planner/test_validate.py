@@ -33,9 +33,11 @@ from garrison.planner.validate import (
     SHAPE,
     background_share,
     calibration_videos,
+    fit_quota_work_fraction,
     fit_video_cost,
     fleet_busy_cores,
     full_speed_between,
+    generation_full_speed_s,
     limit_at_w,
     meter_scope,
     meter_w,
@@ -44,7 +46,7 @@ from garrison.planner.validate import (
     others_on_metered_cores,
     predict_demo,
     serving_share,
-    slot_speed,
+    throttled_fraction,
 )
 
 DATA = Path(__file__).with_name("data")
@@ -61,10 +63,16 @@ BOUNDS = {
     "demo_record_core_run6.json": (0.10, 0.22),
     "demo_record_core_run7.json": (0.10, 0.10),
     "demo_record_core_run8.json": (0.10, 0.10),
+    # Quiet runs 2 and 3 (2026-11-26, AVX-512 host) were dropped when the settle window stopped turning on timer
+    # jitter: the tick after the cap binds was held in them by 0.1 ms, a decision the governor no longer makes, so
+    # no replay of today's policy can reproduce those runs.
     "demo_record_core_quiet_run1.json": (0.10, 0.10),
-    "demo_record_core_quiet_run2.json": (0.10, 0.10),
-    "demo_record_core_quiet_run3.json": (0.10, 0.10),
     "demo_record_core_quiet_run4.json": (0.15, 0.10),
+    # Fresh quiet runs on a 2-core AVX2 EPYC (fp32 inference and training; 2026-11-26, the settle fix in).
+    "demo_record_core_quiet_avx2_run1.json": (0.10, 0.10),
+    "demo_record_core_quiet_avx2_run2.json": (0.10, 0.10),
+    "demo_record_core_quiet_avx2_run3.json": (0.10, 0.10),
+    "demo_record_core_quiet_avx2_run4.json": (0.10, 0.10),
 }
 RECORDS = tuple(BOUNDS)
 CORE_RECORDS = tuple(r for r in RECORDS if "core" in r)
@@ -113,22 +121,35 @@ def test_power_limit_timeline(record):
 
 @pytest.mark.parametrize("name", [r for r in RECORDS if "quiet" in r])
 def test_the_replays_power_limits_come_on_the_runs_ticks(name):
-    """The quiet runs carry each tick's clock (`ticks_s`). The step that meets the cap binding (quality and a 3.6 W
-    limit) holds the next tick for one period (the policy's settle window), and whether the next tick falls inside
-    it turns on a fraction of a millisecond of timer wake-up: in runs 2 and 3 it did (8.00018 s against a window to
-    8.00026 s), so the 2.6 W limit came a tick later, at 9 s (in run 4 the tick read 3 ms late and was not held; in
-    run 1 the 8 s reading, 8.82 W, was under the 8.97 W high watermark). The replay on the runs' clock sets each
-    limit on the tick the run did, when the run did; on an exact clock it sets the 2.6 W one at 8 s in runs 2-4."""
+    """The quiet runs carry each tick's clock (`ticks_s`): the replay sets each of the first two limits (3.6 W when
+    the training job starts, 2.6 W a period or two later) on the tick the run did, when the run did."""
     record = json.loads((DATA / name).read_text())
     out = predict_demo(record, "first_burst")
     measured = [(int(c["t_s"]), c["watts"]) for c in record["power_limits"][:2]]
     assert [(int(c["t_s"]), c["watts"]) for c in out["power_limits_predicted"][:2]] == measured
     assert out["power_limits_predicted"][0]["t_s"] == pytest.approx(record["power_limits"][0]["t_s"])
-    exact = predict_demo({k: v for k, v in record.items() if k != "ticks_s"}, "first_burst")
-    held = measured[1][0] == 9 and not name.endswith("run1.json")
-    assert [int(c["t_s"]) for c in exact["power_limits_predicted"][:2]] == [7, 9 if name.endswith("run1.json") else 8]
-    if held:  # held by the clock: an exact clock steps a period early, and every later video is late
-        assert exact["relative_error"]["latency_mean_s"] > 0.15 > 0.10 > out["relative_error"]["latency_mean_s"]
+
+
+def test_a_throttled_slots_work_per_cpu_second_is_fitted_from_the_run_where_it_shows():
+    """On the AVX2 host a worker throttled to its 2.6 W quota did 0.72-0.98 of the quota's work; the replay fits it
+    from the first burst (the free first video against the wholly throttled ones) where the run was quiet and both
+    kinds are there, and keeps 1 elsewhere. With the fraction at 1, the run where it is lowest is off by 10.6% in
+    latency and 16% in joules (its first full-size video after the cap binds predicted 0.75 s late)."""
+    record = json.loads((DATA / "demo_record_core_quiet_avx2_run1.json").read_text())
+    first_burst = calibration_videos(record, "first_burst")
+    free = [v for v in first_burst if throttled_fraction(record, v) == 0.0]
+    wholly = [v for v in first_burst if throttled_fraction(record, v) >= 0.9]
+    assert len(free) == 1 and len(wholly) == 4  # and one that straddles the 3.6 W step, left out
+    fraction = fit_quota_work_fraction(record, free, wholly)
+    assert 0.6 < fraction < 0.85
+    assert fit_quota_work_fraction(record, free, []) == 1.0
+    assert fit_quota_work_fraction({**record, "other_cpu": []}, free, wholly) == 1.0  # demand unknown
+    out = predict_demo(record, "first_burst")
+    assert out["calibration"]["quota_work_fraction"] == pytest.approx(fraction)
+    assert max(out["relative_error"].values()) < 0.10
+    # A loaded run (no record of other programs' demand) keeps the quota as the speed.
+    loaded = predict_demo(json.loads((DATA / "demo_record_core_run1.json").read_text()), "first_burst")
+    assert loaded["calibration"]["quota_work_fraction"] == 1.0
 
 
 def test_a_record_of_another_version_is_refused(record):
@@ -158,8 +179,10 @@ def test_joules_per_video_follow_the_metered_window_not_the_occupancy(record):
     metered_w = out["calibration"]["metered_w"]
     cores = out["calibration"]["metered_cores"]
     assert cores == (1 if "core" in record["_file"] else 2)
-    # this loaded machine: every metered core busy in every window (the serving core: 5.6 W; the machine: 11.2 W)
-    assert metered_w == pytest.approx(meter_w(cores, cores), rel=0.1)
+    if "quiet" in record["_file"]:  # full power, or the slot's quota (2.6 W) where the first burst was throttled
+        assert meter_w(cores, 0.2) < metered_w <= 1.1 * meter_w(cores, cores)
+    else:  # a loaded machine: every metered core busy in every window (the serving core: 5.6 W; the machine: 11.2 W)
+        assert metered_w == pytest.approx(meter_w(cores, cores), rel=0.1)
     if record.get("other_cpu"):  # other programs measured directly, over the first burst
         assert out["calibration"]["other_demand_cores"] is not None
         assert 0.0 <= out["calibration"]["other_demand_cores"] <= 2.0
@@ -198,7 +221,8 @@ def test_on_a_quiet_machine_a_video_is_its_cores_idle_power_plus_its_work_at_the
     record = json.loads((DATA / name).read_text())
     for v in record["videos"]:
         if v["joules"] is not None and v["seconds_wall"]:
-            v["joules"] = meter_w(1, slot_speed(record, v)) * v["seconds_wall"]
+            # its quota over the generation (the one in force, averaged where a limit came mid-video)
+            v["joules"] = meter_w(1, generation_full_speed_s(record, v) / v["seconds_wall"]) * v["seconds_wall"]
     for period in record.get("other_cpu") or []:  # nothing else running: the worker has its core to itself
         period["cores"] = 0.0
         period["pinned"] = {d: 1.0 if u > 0.5 else u for d, u in period["pinned"].items()}

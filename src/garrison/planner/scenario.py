@@ -169,7 +169,8 @@ class Simulation(_Strict):
     training job's devices take before they train (the training process starting): they draw idle power and do no
     work meanwhile. `serving_share`: the share of its device a serving worker gets at most (1: all of it; below 1
     on a CPU shared with other programs, which take the rest): serving work runs at the lower of it and the power
-    limit's speed, and draws power for what it gets. `limits_apply_in_flight`: a power limit set while a request runs
+    limit's speed, and draws power for what it gets. `quota_work_fraction`: the work a CPU core slot throttled by its
+    limit's quota does per CPU-second, against a free one (it burns its whole quota; 1: no loss). `limits_apply_in_flight`: a power limit set while a request runs
     changes its speed from then on (a cgroup quota or a GPU clock acts at once); off, a request keeps the speed it
     started at (the default, and the large runs' behaviour). `worker_pickup_s`: seconds an idle worker takes to
     notice a request (a worker that polls its queue every p seconds: p / 2 on average); a worker that finishes a
@@ -183,6 +184,7 @@ class Simulation(_Strict):
     worker_start_s: float = Field(default=0.0, ge=0, le=3600)
     training_start_s: float = Field(default=0.0, ge=0, le=3600)
     serving_share: float = Field(default=1.0, gt=0, le=1)
+    quota_work_fraction: float = Field(default=1.0, gt=0, le=1)
     limits_apply_in_flight: bool = False
     worker_pickup_s: float = Field(default=0.0, ge=0, le=3600)
 

@@ -171,15 +171,20 @@ def chip_power(scenario: Scenario, chip_key: str, chip: Chip | None, serving_bus
     return ChipPower(idle, busy, sim.min_power_limit_fraction * chip.tdp_w, chip.tdp_w)
 
 
-def speed_under_limit(chip: str, power: ChipPower, limit_w: float, exponent: float) -> float:
+def speed_under_limit(
+    chip: str, power: ChipPower, limit_w: float, exponent: float, quota_work_fraction: float = 1.0
+) -> float:
     """Work rate under a power limit, 1 at or above busy power. A CPU core slot's limit is a cgroup CPU quota
-    (hardware/power_limit.py), so its speed is the quota: (limit - idle) / (busy - idle) (benchmarks/cpu_quota_speed.py:
-    the demo's serving worker under the 3.6 and 2.6 W limits ran at 0.80 to 1.03 of its quota, batch to batch, with
-    no loss common to both). A GPU's limit lowers its clocks: (limit / busy) ** exponent."""
+    (hardware/power_limit.py), so its speed is the quota, (limit - idle) / (busy - idle), times the work a throttled
+    process does per CPU-second against a free one (`quota_work_fraction`; benchmarks/cpu_quota_speed.py: the demo's
+    serving worker under the 3.6 and 2.6 W limits ran at 0.80 to 1.03 of its quota, batch to batch, on one host, and
+    the replay of a run fits it from the run's own videos). A GPU's limit lowers its clocks: (limit / busy) **
+    exponent."""
     if limit_w >= power.busy_w:
         return 1.0
     if chip == CPU_CHIP:
-        return max((limit_w - power.idle_w) / max(power.busy_w - power.idle_w, 1e-9), 0.01)
+        quota = (limit_w - power.idle_w) / max(power.busy_w - power.idle_w, 1e-9)
+        return max(quota * quota_work_fraction, 0.01)
     return (max(limit_w, 1e-9) / power.busy_w) ** exponent
 
 
@@ -340,7 +345,10 @@ class SiteSimulator:
     def _serving_speed(self, unit: Unit) -> float:
         """A serving unit's work rate under its limit, capped at the share of its device a worker gets."""
         exp = self.scenario.simulation.power_perf_exponent
-        return min(speed_under_limit(unit.chip, unit.power, unit.limit_w, exp), self.scenario.simulation.serving_share)
+        sim = self.scenario.simulation
+        return min(
+            speed_under_limit(unit.chip, unit.power, unit.limit_w, exp, sim.quota_work_fraction), sim.serving_share
+        )
 
     def _replayed_multiplier(self, quality: int) -> np.ndarray:
         """Per request: its service multiplier times its replayed rung's time over rung `quality`'s (1 where the
@@ -749,7 +757,7 @@ class SiteSimulator:
             if admission == "open" and serving_unit.any():
                 exp = self.scenario.simulation.power_perf_exponent
                 share = self.scenario.simulation.serving_share
-                slow = np.array([1.0 / min(speed_under_limit(u.chip, u.power, u.limit_w, exp), share) for u in units])
+                slow = np.array([1.0 / self._serving_speed(u) for u in units])
                 # svc[u, kind]: seconds one slot of unit u takes for a request of each kind at this rung.
                 svc = self.rung_s(quality)[self._chip_of_unit] * m * slow[:, None]
                 if self.level_of_request is not None:  # replayed rungs: their time over this rung's

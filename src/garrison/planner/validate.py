@@ -28,16 +28,21 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
 - the training process starts drawing power when it did, to a fraction of a period, counted from the control
   period the job started in (benchmarks/planner_fidelity.py `training_start_s`): whether the governor's next tick
   reads the fleet above its high watermark turns on a few tenths of a watt;
+- a throttled slot burns its whole quota but does less work per CPU-second than a free one
+  (`simulation.quota_work_fraction`, fitted per run by `fit_quota_work_fraction` where the run was quiet and its
+  first burst has both a free and wholly throttled videos; 1 elsewhere): on a 2-core AVX2 EPYC 0.72-0.98 of the
+  quota's work (2026-11-26), and taking the quota as the speed put a run's latency 10.6% and joules 16% high;
 - a power limit set while a video runs slows what is left of it (`simulation.limits_apply_in_flight`: the cgroup
   quota acts at once); the first burst's last video straddles the cap binding, and before this it ran the rest of
   its time at full speed in the replay (2026-11-26: 0.79 s predicted against 1.28 s measured, every later video
   started 0.5 s early);
 - the governor's policies run every control period, as in the demo, each tick at the clock the run's tick read
   (`tick_clock_s`, the record's `ticks_s`) and its power limits taking effect when the run's did (`limit_delay_s`).
-  A step that meets the cap binding holds the next tick for one period (the policy's settle window), and whether
-  that tick falls inside it turns on a fraction of a millisecond of timer wake-up: two of four quiet runs of
-  2026-11-26 were held (8.00018 s against a window to 8.00026 s) and set the 2.6 W limit at 9 s; on an exact clock
-  the replay set it at 8 s, and every later video ran a period early at a quarter core (latency 19-21% over).
+  A step that meets the cap binding holds the ticks within its settle window; until 2026-11-26 whether the next
+  tick fell inside a one-period window turned on a fraction of a millisecond of timer wake-up (two of four quiet
+  runs were held, 8.00018 s against a window to 8.00026 s, and set the 2.6 W limit a period late); the window now
+  ends a twentieth of a period early (governor/power.py SETTLE_TOLERANCE_FRACTION), and those two records were
+  dropped.
   A core slot's reading is its quota's share of the core for the time it had work (a quota, not a clip: a slot that
   waited 0.2 s for its next video read 3.4 W, not its 3.6 W limit, and kept the fleet under the high watermark);
   an idle worker takes a request half its poll interval after it arrives (`worker_pickup_s`);
@@ -133,17 +138,18 @@ def limit_at_w(record: dict[str, Any], device_id: str | None, t_s: float) -> flo
 CORE_POWER = ChipPower(BUILTIN_IDLE_W_PER_CORE, BUILTIN_ACTIVE_W_PER_CORE, 0.0, BUILTIN_ACTIVE_W_PER_CORE)
 
 
-def slot_speed(record: dict[str, Any], video: dict[str, Any]) -> float:
-    """The share of its core the video's slot could use when it started: the cgroup quota of the limit in force."""
-    return speed_under_limit(CPU_CHIP, CORE_POWER, limit_at_w(record, video["device_id"], video["started_s"]), 1.0)
-
-
 def full_speed_between(
-    record: dict[str, Any], device_id: str | None, start_s: float, end_s: float, share: float = 1.0
+    record: dict[str, Any],
+    device_id: str | None,
+    start_s: float,
+    end_s: float,
+    share: float = 1.0,
+    quota_work_fraction: float = 1.0,
 ) -> float:
     """Seconds of full-speed work a slot did from `start_s` to `end_s`: each stretch at the quota of the limit then in
-    force (the governor changes limits mid-video: the first burst's last videos straddle the cap binding), or at the
-    `share` of its core the worker got (`serving_share`) where that is lower."""
+    force (the governor changes limits mid-video: the first burst's last videos straddle the cap binding) times the
+    work a throttled process does per CPU-second (`quota_work_fraction`), or at the `share` of its core the worker got
+    (`serving_share`) where that is lower."""
     changes = sorted(
         (c["t_s"], c["watts"])
         for c in record.get("power_limits", [])
@@ -152,19 +158,65 @@ def full_speed_between(
     edges = [start_s] + [t for t, _ in changes] + [end_s]
     total = 0.0
     for a, b in zip(edges, edges[1:], strict=False):
-        total += (b - a) * min(speed_under_limit(CPU_CHIP, CORE_POWER, limit_at_w(record, device_id, a), 1.0), share)
+        limit_w = limit_at_w(record, device_id, a)
+        total += (b - a) * min(speed_under_limit(CPU_CHIP, CORE_POWER, limit_w, 1.0, quota_work_fraction), share)
     return total
 
 
-def full_speed_s(record: dict[str, Any], video: dict[str, Any], share: float = 1.0) -> float:
+def full_speed_s(
+    record: dict[str, Any], video: dict[str, Any], share: float = 1.0, quota_work_fraction: float = 1.0
+) -> float:
     """The video's occupancy had its device run at full power: a core slot's cgroup quota slows it in proportion."""
-    return full_speed_between(record, video["device_id"], video["started_s"], video["completed_s"], share)
+    start, end = video["started_s"], video["completed_s"]
+    return full_speed_between(record, video["device_id"], start, end, share, quota_work_fraction)
 
 
-def generation_full_speed_s(record: dict[str, Any], video: dict[str, Any], share: float = 1.0) -> float:
+def generation_full_speed_s(
+    record: dict[str, Any], video: dict[str, Any], share: float = 1.0, quota_work_fraction: float = 1.0
+) -> float:
     """The generation part (`seconds_wall`, the first part of the occupancy) at full speed."""
-    start = video["started_s"]
-    return full_speed_between(record, video["device_id"], start, start + float(video["seconds_wall"]), share)
+    start, end = video["started_s"], video["started_s"] + float(video["seconds_wall"])
+    return full_speed_between(record, video["device_id"], start, end, share, quota_work_fraction)
+
+
+def throttled_fraction(record: dict[str, Any], video: dict[str, Any]) -> float:
+    """The part of the video's generation that ran under a power limit (a CPU quota)."""
+    start, end = video["started_s"], video["started_s"] + float(video["seconds_wall"])
+    if end <= start:
+        return 0.0
+    free = full_speed_between(record, video["device_id"], start, end, 1.0, 1e-9) / (end - start)
+    return 1.0 - min(max(free, 0.0), 1.0)
+
+
+QUIET_DEMAND_CORES = 0.25  # other programs' CPU, in cores, under which a run counts as quiet
+
+
+def fit_quota_work_fraction(record: dict[str, Any], free: list[dict[str, Any]], videos: list[dict[str, Any]]) -> float:
+    """The work a throttled slot does per CPU-second of its quota, against a free one, from the run's own videos:
+    the fastest full-speed generation per unit of work among the videos that generated free (`free`: the worker's
+    first video may be among them, its warm-up only makes it slower) over the median, its quota undone, among those
+    that generated wholly throttled (at least 90% of the time), kept within 0.4 to 1. Videos that straddle a limit
+    change are left out: the first limit comes with the training job's start, whose own start-up slowed the serving
+    worker more than either state does alone (2026-11-26: to 0.65 of its quota on one run of another host, where
+    the wholly throttled videos ran at their quota). 1 where either set is empty, or where other programs' demand is
+    unknown (records before the sampler read it) or above `QUIET_DEMAND_CORES`.
+
+    Why: on a 2-core AVX2 EPYC (2026-11-26) a worker throttled to 0.23 of its core burned its whole quota (the
+    sampler's pinned reading) but its 4-step videos took as long as 0.72-0.85 of that would: taking the quota as the
+    speed put the first burst's work per unit 20-40% high, the next full-size video 0.75 s late and every later
+    video with it (latency 10.7% and joules 16% high on one run)."""
+    free_rate = [
+        generation_full_speed_s(record, v, 1.0) / _work(v) for v in free if throttled_fraction(record, v) <= 0.1
+    ]
+    throttled_rate = [
+        generation_full_speed_s(record, v, 1.0) / _work(v) for v in videos if throttled_fraction(record, v) >= 0.9
+    ]
+    # Other programs' demand must be known and small: under competition the free videos' speed is the share the
+    # worker won, not the silicon's, and the throttled ones' is set by the quota and the competition together.
+    demand = other_demand_cores(record, None)
+    if not free_rate or not throttled_rate or demand is None or demand > QUIET_DEMAND_CORES:
+        return 1.0
+    return float(np.clip(min(free_rate) / float(np.median(throttled_rate)), 0.4, 1.0))
 
 
 def machine_cores(record: dict[str, Any]) -> int:
@@ -231,7 +283,9 @@ class VideoCost:
         return self.fixed_s + self.generation_s * work
 
 
-def fit_video_cost(record: dict[str, Any], videos: list[dict[str, Any]], share: float = 1.0) -> VideoCost:
+def fit_video_cost(
+    record: dict[str, Any], videos: list[dict[str, Any]], share: float = 1.0, quota_work_fraction: float = 1.0
+) -> VideoCost:
     """The two parts of a video's time, each from what the videos measured of it, at full speed (their slot's quota
     undone): the generation (`seconds_wall`, the pipeline call) per unit of its work, and the rest of the occupancy,
     each the median over the videos. Medians, because there are four or five and the last of a first burst runs
@@ -242,8 +296,8 @@ def fit_video_cost(record: dict[str, Any], videos: list[dict[str, Any]], share: 
     calibration videos all ran at one rung, as a first burst mostly does: a single video at another rung, run while
     the limit changed, then set the fixed part anywhere between 0 and 0.5 s, and every degraded video of the rest of
     the run was predicted from it."""
-    gen = np.array([generation_full_speed_s(record, v, share) for v in videos])
-    rest = np.array([full_speed_s(record, v, share) for v in videos]) - gen
+    gen = np.array([generation_full_speed_s(record, v, share, quota_work_fraction) for v in videos])
+    rest = np.array([full_speed_s(record, v, share, quota_work_fraction) for v in videos]) - gen
     work = np.array([_work(v) for v in videos])
     return VideoCost(max(float(np.median(rest)), 0.0), float(np.median(gen / work)))
 
@@ -381,12 +435,14 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     # The share of its core the serving worker got while the calibration videos ran at full power: other programs
     # at a higher priority (the demo runs niced on this shared machine) take the rest.
     share_got = serving_share(record, calib)
+    quota_work = fit_quota_work_fraction(record, [*firsts.values(), *calib], calib)
     if firsts and rest:
-        typical = fit_video_cost(record, rest, share_got)
+        typical = fit_video_cost(record, rest, share_got, quota_work)
         warmup_extra_s = max(
-            max(full_speed_s(record, v, share_got) - typical.occupancy(_work(v)) for v in firsts.values()), 0.0
+            max(full_speed_s(record, v, share_got, quota_work) - typical.occupancy(_work(v)) for v in firsts.values()),
+            0.0,
         )
-    cost = fit_video_cost(record, calib, share_got)
+    cost = fit_video_cost(record, calib, share_got, quota_work)
     job = record["job"]
     scope = meter_scope(record)
     cores = metered_cores(record)
@@ -400,7 +456,8 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             float(v["seconds_wall"]),
             float(v["joules"]),
             fleet_busy_cores(
-                min(slot_speed(record, v), share_got),
+                # the slot's CPU over the generation: its quota, averaged where a limit came mid-video
+                generation_full_speed_s(record, v, share_got) / float(v["seconds_wall"]),
                 training_devices_at(
                     (job["started_s"] or 0.0) + training_start_s, job["finished_s"], job["devices"], v["started_s"]
                 ),
@@ -475,6 +532,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
                 "worker_start_s": worker_start_s,
                 "training_start_s": training_start_s,
                 "serving_share": share_got,
+                "quota_work_fraction": quota_work,
                 "limits_apply_in_flight": True,  # a cgroup quota acts on the running video at once
                 "worker_pickup_s": worker_pickup_s(),
             },
@@ -520,13 +578,15 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             occ_full = cost.occupancy(work)
             speed = min(occ_full / occ, 1.0) if occ > 0 else 1.0  # the sim's slowdown under the limit it set
             window = cost.generation(work) / speed
+            # A throttled slot burns its whole quota for less work (quota_work_fraction): the meter sees the quota.
+            cpu_used = min(speed / quota_work, 1.0) if speed < 1.0 else 1.0
             training_from = None if sim_job.started_s is None else sim_job.started_s + training_start_s
             training = training_devices_at(training_from, sim_job.finished_s, job["devices"], t)
-            fleet = fleet_busy_cores(speed, training, scope)
+            fleet = fleet_busy_cores(cpu_used, training, scope)
             if demand is None:
                 others = share * max(cores - fleet, 0.0)
             else:
-                machine_free = machine_cores(record) - speed - training
+                machine_free = machine_cores(record) - cpu_used - training
                 others = others_on_metered_cores(demand, max(cores - fleet, 0.0), machine_free)
             joules_pred[i] = meter_w(cores, fleet + others) * window
         governed_pred = None
@@ -596,6 +656,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             "background_share": round(share, 3),
             "other_demand_cores": None if demand is None else round(demand, 3),
             "serving_share": round(share_got, 3),
+            "quota_work_fraction": quota_work,
             "meter_scope": scope,
             "metered_cores": cores,
             "machine_cores": machine_cores(record),
