@@ -67,7 +67,10 @@ def test_the_child_imports_the_policy_and_not_the_server(pool):
 def test_a_killed_child_is_replaced_and_its_pending_prompt_still_decided(pool):
     (pid,) = pool.child_pids()
     restarts = pool.restarts
-    future = pool._least_busy().submit(PROMPTS[2])  # in flight when the child dies
+    # Stopped first, so the prompt is still in flight when the child dies (a list match answers in well under a
+    # millisecond: sent and killed back to back, the answer sometimes came first).
+    os.kill(pid, signal.SIGSTOP)
+    future = pool._least_busy().submit(PROMPTS[2])
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(PolicyChildDied):
         future.result(timeout=30)
