@@ -2,6 +2,7 @@
 
 Measured in-process with the shipped model loaded and warmed up (text encoding, the denoising loop and the
 conversion to frames are inside the timing; process start-up and MP4 encoding are not). Median of --repeats.
+`--precision bf16|fp32` overrides the default (bf16 only where the device runs it at least as fast as fp32).
 Prints one JSON line.
 """
 
@@ -28,10 +29,14 @@ TARGETS_S = {"2s_square_64x64": 2.0, "4s_landscape_112x64": 6.0}
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 where it is fast"
+    )
     args = parser.parse_args()
-    pipe = BuiltinPipeline.load()
+    pipe = BuiltinPipeline.load(bf16=None if args.precision == "auto" else args.precision == "bf16")
     result: dict[str, object] = {
         "benchmark": "generate_speed",
+        "precision": "bf16" if pipe.bf16 else "fp32",
         "steps": DEFAULT_STEPS,
         "guidance": DEFAULT_GUIDANCE,
         "threads": torch.get_num_threads(),

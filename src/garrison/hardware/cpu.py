@@ -281,8 +281,8 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
 
     A GPU with bf16 support runs it natively. On a CPU it depends on the silicon: oneDNN runs bf16 at or above fp32
     speed with AVX-512 (BF16, AMX), while an AVX2-only part converts every element in software (this project's
-    2-core EPYC on 2026-11-26: 1.8 GFLOP/s bf16 against 119 GFLOP/s fp32 on a 1024 matmul, a training step 11.2 s
-    against 1.7 s and a 4 s video 8.5 s against 2.2 s). So the CPU's answer is its measured (cached) matmul peak.
+    2-core EPYC on 2026-11-26: 1.8 GFLOP/s bf16 against 119 GFLOP/s fp32 on a 1024 matmul, a training step 27.4 s
+    against 1.83 s and a 4 s 112x64 clip 13.07 s against 2.50 s). So the CPU's answer is its measured (cached) matmul peak.
     """
     if device_type == "cuda":
         import torch

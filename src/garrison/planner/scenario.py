@@ -170,8 +170,8 @@ class Simulation(_Strict):
     work meanwhile. `serving_share`: the share of its device a serving worker gets at most (1: all of it; below 1
     on a CPU shared with other programs, which take the rest): serving work runs at the lower of it and the power
     limit's speed, and draws power for what it gets. `quota_work_fraction`: the work a CPU core slot throttled by its
-    limit's quota does per CPU-second, against a free one (it burns its whole quota; 1: no loss). `limits_apply_in_flight`: a power limit set while a request runs
-    changes its speed from then on (a cgroup quota or a GPU clock acts at once); off, a request keeps the speed it
+    limit's quota does per CPU-second, against a free one (it burns its whole quota; 1: no loss).
+    `limits_apply_in_flight`: a power limit set while a request runs changes its speed from then on (a cgroup quota or a GPU clock acts at once); off, a request keeps the speed it
     started at (the default, and the large runs' behaviour). `worker_pickup_s`: seconds an idle worker takes to
     notice a request (a worker that polls its queue every p seconds: p / 2 on average); a worker that finishes a
     request takes the next queued one at once."""

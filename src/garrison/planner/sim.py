@@ -344,11 +344,9 @@ class SiteSimulator:
 
     def _serving_speed(self, unit: Unit) -> float:
         """A serving unit's work rate under its limit, capped at the share of its device a worker gets."""
-        exp = self.scenario.simulation.power_perf_exponent
         sim = self.scenario.simulation
-        return min(
-            speed_under_limit(unit.chip, unit.power, unit.limit_w, exp, sim.quota_work_fraction), sim.serving_share
-        )
+        speed = speed_under_limit(unit.chip, unit.power, unit.limit_w, sim.power_perf_exponent, sim.quota_work_fraction)
+        return min(speed, sim.serving_share)
 
     def _replayed_multiplier(self, quality: int) -> np.ndarray:
         """Per request: its service multiplier times its replayed rung's time over rung `quality`'s (1 where the

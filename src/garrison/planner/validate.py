@@ -138,6 +138,18 @@ def limit_at_w(record: dict[str, Any], device_id: str | None, t_s: float) -> flo
 CORE_POWER = ChipPower(BUILTIN_IDLE_W_PER_CORE, BUILTIN_ACTIVE_W_PER_CORE, 0.0, BUILTIN_ACTIVE_W_PER_CORE)
 
 
+def _limit_stretches(
+    record: dict[str, Any], device_id: str | None, start_s: float, end_s: float
+) -> list[tuple[float, float]]:
+    """(seconds, power limit in force) for each stretch of `start_s` to `end_s` between the slot's limit changes (the
+    governor changes limits mid-video: the first burst's last videos straddle the cap binding)."""
+    changes = sorted(
+        c["t_s"] for c in record.get("power_limits", []) if c["device_id"] == device_id and start_s < c["t_s"] < end_s
+    )
+    edges = [start_s, *changes, end_s]
+    return [(b - a, limit_at_w(record, device_id, a)) for a, b in zip(edges, edges[1:], strict=False)]
+
+
 def full_speed_between(
     record: dict[str, Any],
     device_id: str | None,
@@ -147,20 +159,12 @@ def full_speed_between(
     quota_work_fraction: float = 1.0,
 ) -> float:
     """Seconds of full-speed work a slot did from `start_s` to `end_s`: each stretch at the quota of the limit then in
-    force (the governor changes limits mid-video: the first burst's last videos straddle the cap binding) times the
-    work a throttled process does per CPU-second (`quota_work_fraction`), or at the `share` of its core the worker got
-    (`serving_share`) where that is lower."""
-    changes = sorted(
-        (c["t_s"], c["watts"])
-        for c in record.get("power_limits", [])
-        if c["device_id"] == device_id and start_s < c["t_s"] < end_s
+    force times the work a throttled process does per CPU-second (`quota_work_fraction`), or at the `share` of its
+    core the worker got (`serving_share`) where that is lower."""
+    return sum(
+        seconds * min(speed_under_limit(CPU_CHIP, CORE_POWER, limit_w, 1.0, quota_work_fraction), share)
+        for seconds, limit_w in _limit_stretches(record, device_id, start_s, end_s)
     )
-    edges = [start_s] + [t for t, _ in changes] + [end_s]
-    total = 0.0
-    for a, b in zip(edges, edges[1:], strict=False):
-        limit_w = limit_at_w(record, device_id, a)
-        total += (b - a) * min(speed_under_limit(CPU_CHIP, CORE_POWER, limit_w, 1.0, quota_work_fraction), share)
-    return total
 
 
 def full_speed_s(
@@ -184,8 +188,8 @@ def throttled_fraction(record: dict[str, Any], video: dict[str, Any]) -> float:
     start, end = video["started_s"], video["started_s"] + float(video["seconds_wall"])
     if end <= start:
         return 0.0
-    free = full_speed_between(record, video["device_id"], start, end, 1.0, 1e-9) / (end - start)
-    return 1.0 - min(max(free, 0.0), 1.0)
+    stretches = _limit_stretches(record, video["device_id"], start, end)
+    return sum(seconds for seconds, limit_w in stretches if limit_w < CORE_POWER.busy_w) / (end - start)
 
 
 QUIET_DEMAND_CORES = 0.25  # other programs' CPU, in cores, under which a run counts as quiet
@@ -205,16 +209,18 @@ def fit_quota_work_fraction(record: dict[str, Any], free: list[dict[str, Any]], 
     sampler's pinned reading) but its 4-step videos took as long as 0.72-0.85 of that would: taking the quota as the
     speed put the first burst's work per unit 20-40% high, the next full-size video 0.75 s late and every later
     video with it (latency 10.7% and joules 16% high on one run)."""
+    # Other programs' demand must be known and small: under competition the free videos' speed is the share the
+    # worker won, not the silicon's, and the throttled ones' is set by the quota and the competition together.
+    demand = other_demand_cores(record, None)
+    if demand is None or demand > QUIET_DEMAND_CORES:
+        return 1.0
     free_rate = [
         generation_full_speed_s(record, v, 1.0) / _work(v) for v in free if throttled_fraction(record, v) <= 0.1
     ]
     throttled_rate = [
         generation_full_speed_s(record, v, 1.0) / _work(v) for v in videos if throttled_fraction(record, v) >= 0.9
     ]
-    # Other programs' demand must be known and small: under competition the free videos' speed is the share the
-    # worker won, not the silicon's, and the throttled ones' is set by the quota and the competition together.
-    demand = other_demand_cores(record, None)
-    if not free_rate or not throttled_rate or demand is None or demand > QUIET_DEMAND_CORES:
+    if not free_rate or not throttled_rate:
         return 1.0
     return float(np.clip(min(free_rate) / float(np.median(throttled_rate)), 0.4, 1.0))
 

@@ -91,7 +91,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     # bf16 autocast; None: where the device runs bf16 at least as fast as fp32 (hardware.cpu.bf16_is_fast: an
-    # AVX2-only CPU emulates it, 6.6x slower a step)
+    # AVX2-only CPU emulates it, 15x slower a step)
     bf16: bool | None = None
     eval_prompts_per_set: int = 64
     max_wall_s: float | None = None  # stop (and checkpoint) once the run's training wall time reaches this
@@ -316,6 +316,7 @@ def train(cfg: TrainConfig, resume: bool = True, on_step: Callable[[int, float],
         "device": str(device),
         "machine": machine_description(device),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "bf16": cfg.bf16,  # as resolved for this device
         "log": log,
     }
 
