@@ -190,6 +190,9 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
             "train_steps": job.steps_done,
         },
         "training_steps_per_s_alone": summary["training_steps_per_s_alone"],
+        # the two alone phases around the governed one (demo runs since 2026-11-26); the figure above pools them
+        "training_steps_per_s_alone_before": summary.get("training_steps_per_s_alone_before"),
+        "training_steps_per_s_alone_after": summary.get("training_steps_per_s_alone_after"),
         "training_steps_per_s_governed": summary["training_steps_per_s_governed"],
         "power": {
             "mean_w": sum(s.power_w for s in samples) / len(samples),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from garrison.governor.demo import DemoConfig, run_demo
+from garrison.governor.demo import DemoConfig, pooled_steps_per_s, run_demo
 
 SUMMARY_KEYS = {
     "training_throughput_retention",
@@ -34,6 +34,10 @@ def test_a_small_demo_trains_serves_and_reports(tmp_path):
     assert SUMMARY_KEYS <= set(s)
     assert s["lost_requests"] == 0 and s["videos"] == 4
     assert s["training_steps_per_s_alone"] and s["training_steps_per_s_governed"]
+    # the baseline pools the alone runs before and after the governed phase: steps over seconds
+    before, after = s["training_steps_per_s_alone_before"], s["training_steps_per_s_alone_after"]
+    assert before and after
+    assert abs(s["training_steps_per_s_alone"] - 2 / (1 / before + 1 / after)) < 1e-9
     assert s["joules_per_video"] > 0 and s["power_source"] == "estimate"
     assert 0 <= s["power_over_cap_fraction"] <= 1 and s["control_periods"] > 0
     assert json.loads((tmp_path / "demo" / "summary.json").read_text()) == json.loads(json.dumps(s))
@@ -42,3 +46,9 @@ def test_a_small_demo_trains_serves_and_reports(tmp_path):
     assert {p.name for p in (tmp_path / "demo" / "charts").iterdir()} == {
         "power.png", "allocation.png", "queue.png", "training.png"
     }  # fmt: skip
+
+
+def test_the_alone_baseline_pools_steps_over_seconds_and_skips_a_missing_run():
+    assert pooled_steps_per_s([0.5, 1.0]) == 2 / 3  # 2 runs of n steps in 2n + n seconds
+    assert pooled_steps_per_s([0.8, None]) == 0.8
+    assert pooled_steps_per_s([None, None]) is None

@@ -3,12 +3,17 @@
 What it runs, on the embedded defaults (this machine's devices, a SQLite store in the output folder):
 
 1. Training alone: the built-in model's `garrison train` on the training pool, nothing else running. Its steps per
-   second are the baseline.
+   second are the baseline (with step 4's).
 2. Governed: the governor's control loop starts; a first burst of video requests arrives while no training job runs,
    so the idle training device is lent to serving; then the same training job (same seed, so the same batches) is
    submitted and its device reclaimed within the grace period; a second burst arrives while it trains, and the power
    cap binds: the controller degrades serving (quality ladder, then limits) and never touches training.
-3. The report: summary JSON (the figures issue 4 asks for) and an HTML page with charts.
+3. Training alone, again: the same job once more with the governor stopped and no serving worker left. A shared
+   host's speed drifts over minutes (its other tenants): on one 2-core VM the same job ran alone at 0.650 to 0.769
+   steps/s from run to run, and one run's governed phase was 11% faster than its alone phase before it. Measured on
+   both sides of the governed phase, the baseline (the two runs' steps over their seconds) cancels a drift that is
+   linear over the run. `alone_after=False` skips it (about 45 s on a 2-core CPU).
+4. The report: summary JSON (the figures issue 4 asks for) and an HTML page with charts.
 
 The figures are measured, not modelled: steps/s from the training process's own metrics file, power from the
 per-device sampler (on a CPU-only machine an estimate, and the report says so), videos from the store.
@@ -68,6 +73,7 @@ class DemoConfig:
     lend_idle_return_s: float = 2.0  # two control periods: a lent core with no work goes back to training
     slo_s: float = 120.0
     lend_wait_s: float = 6.0  # how long the first burst runs on lent capacity before training is submitted
+    alone_after: bool = True  # train alone once more after the governed phase: a baseline on both sides of it
     timeout_s: float = 900.0
 
 
@@ -102,6 +108,20 @@ def _steps_per_s(metrics: Path, warmup_steps: int) -> float | None:
     if len(rows) < 2 or rows[-1][1] <= rows[0][1]:
         return None
     return (rows[-1][0] - rows[0][0]) / (rows[-1][1] - rows[0][1])
+
+
+def pooled_steps_per_s(rates: list[float | None]) -> float | None:
+    """Steps per second over runs of the same number of steps: their steps over their seconds (harmonic mean)."""
+    known = [r for r in rates if r]
+    return len(known) / sum(1.0 / r for r in known) if known else None
+
+
+def _train_alone(
+    executor: LocalExecutor, cfg: DemoConfig, key: str, run_dir: Path, device_ids: list[str]
+) -> float | None:
+    executor.start_training(key, _train_command(cfg, run_dir), device_ids)
+    wait_for(lambda: any(e.kind == "job_exited" and e.key == key for e in executor.poll()), cfg.timeout_s, poll_s=0.5)
+    return _steps_per_s(executor.run_dir / "jobs" / f"{key}.metrics.jsonl", cfg.warmup_steps)
 
 
 def default_cap_w(models: dict[str, DevicePowerModel]) -> float:
@@ -154,7 +174,8 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
     db = out / "garrison.db"
     for stale in (db, out / "garrison.db-wal", out / "garrison.db-shm"):
         stale.unlink(missing_ok=True)
-    for folder in ("train-alone", "train-governed", "run", "content"):  # a rerun starts from nothing
+    # a rerun starts from nothing
+    for folder in ("train-alone", "train-governed", "train-alone-after", "run", "content"):
         shutil.rmtree(out / folder, ignore_errors=True)
     store_url = f"sqlite:///{db}"
     store = open_store(store_url)
@@ -172,10 +193,7 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
     try:
         # --- 1. training alone ----------------------------------------------------------------------------------
         status("training alone", {"devices": training_ids})
-        executor.start_training("baseline", _train_command(cfg, out / "train-alone"), training_ids)
-        wait_for(lambda: any(e.kind == "job_exited" for e in executor.poll()), cfg.timeout_s, poll_s=0.5)
-        alone_metrics = out / "run" / "jobs" / "baseline.metrics.jsonl"
-        alone_steps_per_s = _steps_per_s(alone_metrics, cfg.warmup_steps)
+        alone_before = _train_alone(executor, cfg, "baseline", out / "train-alone", training_ids)
 
         # --- 2. governed: lend, reclaim, cap ---------------------------------------------------------------------
         config = GovernorConfig(
@@ -233,6 +251,16 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
         stop.set()
         loop.join(timeout=60)
         governed_steps_per_s = _steps_per_s(out / "run" / "jobs" / f"{job.id}.metrics.jsonl", cfg.warmup_steps)
+
+        # --- 3. training alone, again ---------------------------------------------------------------------------
+        alone_after = None
+        if cfg.alone_after:
+            status("training alone, again", {"devices": training_ids})
+            for device in devices:  # as in phase 1: no serving worker on the machine
+                if executor.worker_on(device.id) is not None:
+                    executor.stop_serving(device.id)
+            alone_after = _train_alone(executor, cfg, "baseline-after", out / "train-alone-after", training_ids)
+        alone_steps_per_s = pooled_steps_per_s([alone_before, alone_after])
         summary = summarise(
             store, ids, config, governed_from, job.id, alone_steps_per_s, governed_steps_per_s, home, models, runtime
         )
@@ -244,6 +272,8 @@ def run_demo(cfg: DemoConfig, on_status: Callable[[str, dict[str, Any]], None] |
             power_limit_mechanism=(limiter.reason if limiter and limiter.available else "none settable")
             if discovery.backend == "cpu"
             else "NVML",
+            training_steps_per_s_alone_before=alone_before,
+            training_steps_per_s_alone_after=alone_after,
             training_wait_s=round(job_started - governed_from - cfg.lend_wait_s, 2),
             wall_s=round(time.time() - started, 1),
         )
