@@ -7,9 +7,11 @@ training job and when its process started, and per sampled period other programs
 processes used), replays it through the simulator with the built-in model's profile calibrated on the first burst
 only, and prints one JSON line with predicted, measured and relative errors (and `free_running`: the replay with the
 governor choosing every video's rung itself). `--write-record FILE` also saves the
-extracted record (the test fixture in tests/planner/data/ was made this way).
+extracted record (the test fixture in tests/planner/data/ was made this way); a record file in place of DEMO_DIR
+replays that record. Where the run trained alone both before and after the governed phase, `throughput_error_by_baseline`
+gives the throughput error with each alone phase as the only baseline, next to the pooled one the replay uses.
 
-Usage: python benchmarks/planner_fidelity.py DEMO_DIR [--write-record tests/planner/data/demo_record.json]
+Usage: python benchmarks/planner_fidelity.py DEMO_DIR|RECORD.json [--write-record tests/planner/data/demo_record.json]
 """
 
 from __future__ import annotations
@@ -208,18 +210,24 @@ def main() -> None:
     ap.add_argument("demo_dir", type=Path)
     ap.add_argument("--write-record", type=Path, default=None)
     args = ap.parse_args()
-    record = extract_record(args.demo_dir)
+    record = json.loads(args.demo_dir.read_text()) if args.demo_dir.is_file() else extract_record(args.demo_dir)
     if args.write_record:
         args.write_record.parent.mkdir(parents=True, exist_ok=True)
         args.write_record.write_text(json.dumps(record, indent=1) + "\n")
     result = predict_demo(record, "first_burst")
     in_sample = predict_demo(record, "all")
+    by_baseline = {"pooled": result["relative_error"]["training_steps_per_s_governed"]}
+    for phase in ("before", "after"):
+        if record.get(f"training_steps_per_s_alone_{phase}"):
+            alone = {**record, "training_steps_per_s_alone": record[f"training_steps_per_s_alone_{phase}"]}
+            by_baseline[phase] = predict_demo(alone, "first_burst")["relative_error"]["training_steps_per_s_governed"]
     print(
         json.dumps(
             {
                 "benchmark": "planner_fidelity",
                 **result,
                 "calibrated_on_all_videos": {k: in_sample[k] for k in ("predicted", "relative_error", "calibration")},
+                "throughput_error_by_baseline": by_baseline,
                 "target_relative_error": 0.10,
                 "machine": {
                     "cpu": cpu_model_name(),

@@ -3,7 +3,7 @@
 What it runs, on the embedded defaults (this machine's devices, a SQLite store in the output folder):
 
 1. Training alone: the built-in model's `garrison train` on the training pool, nothing else running. Its steps per
-   second are the baseline (with step 4's).
+   second are the baseline (with phase 3's).
 2. Governed: the governor's control loop starts; a first burst of video requests arrives while no training job runs,
    so the idle training device is lent to serving; then the same training job (same seed, so the same batches) is
    submitted and its device reclaimed within the grace period; a second burst arrives while it trains, and the power

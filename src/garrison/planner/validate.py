@@ -79,8 +79,9 @@ It returns predicted and measured mean latency, joules per video and governed tr
 errors (the issue's target: within 10%). What the simulator leaves out: other programs' load changing during the run
 (it is measured over the first burst only), the delay between a tick and its quality and training actions (its
 power limits take effect when the run's did), the worker getting less than its quota when other programs compete for
-its core, and the training job slowed by them (the training-alone rate is measured before the governed phase and, in demo runs
-since 2026-11-26, after it too, pooled: a drift of the host's speed over the run then cancels to first order).
+its core, and the training job slowed by them (the training-alone rate is measured before the governed phase and, in
+demo runs since 2026-11-26, after it too, pooled: a drift of the host's speed over the run then cancels to first
+order).
 """
 
 from __future__ import annotations
