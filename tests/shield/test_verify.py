@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from tests.shield.conftest import decode_mp4, encode_mp4, moving_clip
 
 from garrison.shield.verify import Shield, ShieldConfig, read_frames
@@ -44,6 +46,36 @@ def test_generation_path_then_verify(tmp_path: Path) -> None:
     events = [r["event"] for r in shield.audit.records()]
     assert events == ["policy_decision", "generation", "verification", "verification", "verification"]
     assert shield.audit.verify().ok
+
+
+def test_a_misdecoded_id_is_recovered_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from garrison.shield import watermark
+
+    shield = _shield(tmp_path / "home")
+    for i in range(40):  # other generations in the registry
+        shield.registry.register(f"other-{i}", f"{watermark.new_payload():016x}", "0" * 32, "builtin-dit", "x" * 64)
+    clip = moving_clip(64, 64, 16, seed=11)
+    protected = shield.protect(clip, 8, "a blue square on navy", "builtin-dit", "req-weak")
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(encode_mp4(protected.frames))
+    shield.sign_and_register(mp4, protected)
+    stripped = tmp_path / "reencoded.mp4"
+    stripped.write_bytes(encode_mp4(decode_mp4(mp4.read_bytes()), crf=28))
+    # Blind Viterbi decoding wanders off on a weak channel: make it read an id nobody issued.
+    monkeypatch.setattr(watermark, "viterbi_decode", lambda soft: protected.payload ^ 0xFF)
+    out = shield.verify_file(stripped)
+    assert out["watermark"]["detected"]
+    assert out["watermark"]["payload"] == protected.payload_hex
+    assert out["watermark"]["payload_source"] == "registry" and out["watermark"]["payload_match_p_value"] <= 1e-6
+    assert out["registry"] == {"match": True, "request_id": "req-weak", "by": "watermark"}
+
+
+def test_registry_streams_every_payload(tmp_path: Path) -> None:
+    shield = _shield(tmp_path / "home")
+    ids = [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(1, 8)]
+    for i, payload in enumerate(ids):
+        shield.registry.register(f"r{i}", f"{payload:016x}", "0" * 32, "m", "x" * 64)
+    assert list(shield.registry.payloads(batch=3)) == ids
 
 
 def test_bad_files_get_clear_answers_and_are_audited(tmp_path: Path) -> None:

@@ -139,7 +139,61 @@ def test_p_value_is_the_bonferroni_corrected_binomial_tail() -> None:
         found = wm.detect(frames, KEY)
         hypotheses = len(wm._axis_hypotheses(wm.WatermarkConfig())) ** 2
         tail = binom.sf(found.pilot_matches - 1, found.pilot_count, 0.5)
-        assert found.p_value == pytest.approx(min(1.0, tail * hypotheses), rel=1e-9, abs=1e-300)
+        # weighted Bonferroni: half the budget on the whole frame, the other half split over the crop hypotheses
+        g = found.geometry
+        whole = g["scale_x"] == g["scale_y"] == 1.0 and g["offset_x"] == g["offset_y"] == 0.0
+        expected = tail / 0.5 if whole else tail * (hypotheses - 1) / 0.5
+        assert found.p_value == pytest.approx(min(1.0, expected), rel=1e-9, abs=1e-300)
+
+
+def test_weighted_bonferroni_keeps_the_false_positive_budget() -> None:
+    tail = np.full((25, 25), 1e-9)
+    corrected = wm._bonferroni(tail, 0.5)
+    assert corrected[0, 0] == pytest.approx(2e-9)
+    assert corrected[3, 7] == pytest.approx(1e-9 * 624 / 0.5)
+    # the shares sum to one: alpha spent on the whole frame plus alpha over the crops
+    alpha = 1e-6
+    assert 0.5 * alpha + (tail.size - 1) * (0.5 * alpha / (tail.size - 1)) == pytest.approx(alpha)
+    assert wm._bonferroni(tail, 0.0)[3, 7] == pytest.approx(1e-9 * 625)
+
+
+def test_encode_many_matches_encode_bits() -> None:
+    rng = np.random.default_rng(3)
+    extremes = np.array([0, 2**64 - 1], dtype=np.uint64)
+    payloads = np.concatenate([rng.integers(0, 2**63, 20, dtype=np.uint64) * 2 + 1, extremes])
+    words = wm.encode_many(payloads)
+    for word, payload in zip(words, payloads, strict=True):
+        assert np.array_equal(word, wm.encode_bits(int(payload)))
+
+
+def _weak_result(payload: int, flip: float, seed: int) -> wm.WatermarkResult:
+    """A detected mark whose coded bits came through a channel that flipped `flip` of them."""
+    rng = np.random.default_rng(seed)
+    word = wm.encode_bits(payload)
+    flips = rng.random(word.shape) < flip
+    soft = np.where(flips, -word, word) * rng.uniform(0.2, 1.0, word.shape)
+    return wm.WatermarkResult(True, 1e-9, 0.8, coded_soft=soft[None, :])
+
+
+def test_match_payload_finds_the_registered_id_where_viterbi_fails() -> None:
+    rng = np.random.default_rng(4)
+    decoys = [int(x) for x in rng.integers(0, 2**63, 20000, dtype=np.uint64)]
+    blind_wrong = 0
+    for seed in range(6):
+        payload = int(rng.integers(0, 2**63))
+        result = _weak_result(payload, flip=0.2, seed=seed)  # 0.8 of coded bits right: the weakest model clips
+        blind_wrong += wm.viterbi_decode(result.coded_soft[0]) != payload
+        match = wm.match_payload(result, [*decoys[:7000], payload, *decoys[7000:]], chunk=4096)
+        assert match is not None and match.payload == payload and match.p_value <= 1e-6
+        assert match.agreement > 0.7 * match.compared
+        # The id that made the video is not registered: no other id fits well enough to be named.
+        assert wm.match_payload(result, decoys, chunk=4096) is None
+    assert blind_wrong >= 3  # the case this is for: blind decoding fails on most of these
+
+
+def test_match_payload_needs_a_detected_mark() -> None:
+    assert wm.match_payload(wm.WatermarkResult(False, 1.0, 0.5), [1, 2, 3]) is None
+    assert wm.match_payload(_weak_result(5, 0.0, 0), []) is None
 
 
 def test_importing_the_watermark_does_not_load_scipy_stats() -> None:

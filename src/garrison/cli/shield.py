@@ -106,7 +106,12 @@ def verify_command(
     typer.echo(f"c2pa:      {out['c2pa']}")
     typer.echo(
         f"watermark: {'detected' if wm['detected'] else 'not detected'} (p={wm['p_value']}, "
-        f"bit accuracy {wm['bit_accuracy']}, payload {wm['payload']})"
+        f"bit accuracy {wm['bit_accuracy']}, payload {wm['payload']}"
+        + (
+            f", decoded over the registry's ids, p={wm['payload_match_p_value']})"
+            if wm.get("payload_source") == "registry"
+            else ")"
+        )
     )
     reg = out["registry"]
     typer.echo(f"registry:  {'request ' + str(reg['request_id']) if reg['match'] else 'no match'}")

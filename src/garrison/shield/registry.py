@@ -8,6 +8,7 @@ re-encoding and rescaling) is the fallback. SQLite through SQLAlchemy 2.x by def
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,23 @@ class Registry:
                 elif d < second_d and best is not None and record.request_id != best.request_id:
                     second_d = d
         return best, best_d, second_d
+
+    def payloads(self, batch: int = 65536) -> Iterator[int]:
+        """Every registered watermark id, as ints, streamed in id order (for `watermark.match_payload`)."""
+        last = 0
+        with Session(self.engine) as session:
+            while True:
+                rows = session.execute(
+                    select(ProvenanceRecord.id, ProvenanceRecord.watermark_payload)
+                    .where(ProvenanceRecord.id > last)
+                    .order_by(ProvenanceRecord.id)
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    return
+                for _, payload_hex in rows:
+                    yield int(payload_hex, 16)
+                last = rows[-1][0]
 
     def lookup(self, watermark_payload: str | None, fingerprint_hex: str | None) -> RegistryMatch:
         """Find the originating request: by watermark id first, then by fingerprint."""

@@ -242,8 +242,18 @@ class Shield:
             out["error"] = str(e)
             self.audit.append("verification", {"file": path.name, "error": out["error"], "c2pa": out["c2pa"]})
             return out
-        result = watermark.detect(frames, self.watermark_key(), self.watermark_config())
+        config = self.watermark_config()
+        result = watermark.detect(frames, self.watermark_key(), config)
         out["watermark"] = result.to_dict()
+        out["watermark"]["payload_source"] = "decoded" if result.detected else None
+        if result.detected and self.registry.by_watermark(out["watermark"]["payload"]) is None:
+            # Blind decoding read an id garrison never issued: the channel was weak (a dark clip re-encoded at CRF
+            # 28). Decode again over the ids it did issue, with the chance of a wrong fit bounded.
+            match = watermark.match_payload(result, self.registry.payloads(), config)
+            if match is not None:
+                out["watermark"]["payload"] = watermark.payload_hex(match.payload)
+                out["watermark"]["payload_source"] = "registry"
+                out["watermark"]["payload_match_p_value"] = float(f"{match.p_value:.3g}")
         fp = fingerprint(frames)
         match = self.registry.lookup(out["watermark"]["payload"], fp)
         out["registry"] = match.to_dict()
