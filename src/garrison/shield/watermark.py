@@ -292,11 +292,12 @@ def _generator_matrix() -> np.ndarray:
 
 def encode_many(payloads: np.ndarray) -> np.ndarray:
     """Coded bits of many 64-bit payloads at once (uint64 array), as +-1 float32: (n, 140)."""
-    payloads = np.asarray(payloads, dtype=np.uint64)
-    shifts = np.arange(PAYLOAD_BITS - 1, -1, -1, dtype=np.uint64)
-    bits = ((payloads[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.float32)  # (n, 64), MSB first
-    ones = (bits @ _generator_matrix().astype(np.float32)) % 2  # exact: sums of at most 64 ones
-    return (1.0 - 2.0 * ones).astype(np.float32)
+    payloads = np.asarray(payloads, dtype=np.uint64).reshape(-1)
+    bytes_msb_first = payloads.astype(">u8").view(np.uint8).reshape(-1, 8)
+    bits = np.unpackbits(bytes_msb_first, axis=1).astype(np.float32)  # (n, 64), MSB first
+    ones = bits @ _generator_matrix().astype(np.float32)  # exact: sums of at most 64 ones
+    parity = ones.astype(np.uint8) & 1  # (a float modulo is 5x slower than the matrix product)
+    return (1.0 - 2.0 * parity).astype(np.float32)
 
 
 def viterbi_decode(soft: np.ndarray) -> int:
@@ -740,24 +741,23 @@ def match_payload(
     total = 0
     batch: list[int] = []
 
-    def scan(ids: list[int]) -> None:
-        nonlocal best
-        words = encode_many(np.array(ids, dtype=np.uint64))  # (n, 140)
+    def scan(ids: np.ndarray) -> None:
+        nonlocal best, total
+        words = encode_many(ids)  # (n, 140)
         corr = (words @ soft.T) / (np.linalg.norm(soft, axis=1) + 1e-9)  # (n, geometries)
         i, g = np.unravel_index(int(np.argmax(corr)), corr.shape)
         if best is None or corr[i, g] > best[0]:
             agreement = int(((words[i] * signs[g]) > 0).sum())
-            best = (float(corr[i, g]), ids[i], agreement, int(compared[g]))
+            best = (float(corr[i, g]), int(ids[i]), agreement, int(compared[g]))
+        total += len(ids)
 
-    for payload in candidates:
+    for payload in candidates:  # about 2 s per million ids on the 2-core development VM
         batch.append(int(payload))
         if len(batch) == chunk:
-            scan(batch)
-            total += len(batch)
+            scan(np.array(batch, dtype=np.uint64))
             batch = []
     if batch:
-        scan(batch)
-        total += len(batch)
+        scan(np.array(batch, dtype=np.uint64))
     if best is None:
         return None
     _, payload, agreement, n = best
