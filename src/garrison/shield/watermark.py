@@ -710,7 +710,7 @@ class PayloadMatch:
     Attributes:
         payload: the id.
         agreement, compared: coded bits whose received sign agrees with its codeword, of those not erased.
-        p_value: P[Bin(compared, 1/2) >= agreement] times the ids and geometries compared (Bonferroni): the chance
+        p_value: P[Bin(compared, 1/2) >= agreement] times the ids compared (Bonferroni): the chance
             that an id which did not make this video fits it as well. Ids are drawn uniformly at random
             (`new_payload`), so another id's codeword agrees with the received signs bit by bit like a fair coin.
     """
@@ -734,7 +734,9 @@ def match_payload(
     config = config or WatermarkConfig()
     if not result.detected or result.coded_soft is None:
         return None
-    soft = result.coded_soft.astype(np.float32)  # (geometries, 140)
+    # At the geometry the pilots fit best only: the other candidates cost a factor of 8 on the p-value and, on 144
+    # model clips cropped by 10% and re-encoded, named no id it missed (142 of the 142 detected either way).
+    soft = result.coded_soft[:1].astype(np.float32)  # (1, 140)
     signs = np.sign(soft)
     compared = (soft != 0).sum(1)
     best: tuple[float, int, int, int] | None = None  # (normalised correlation, payload, agreement, compared)
