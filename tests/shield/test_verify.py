@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from tests.shield.conftest import decode_mp4, encode_mp4, moving_clip
 
 from garrison.shield.verify import Shield, ShieldConfig, read_frames
