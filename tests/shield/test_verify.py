@@ -69,6 +69,33 @@ def test_a_misdecoded_id_is_recovered_from_the_registry(tmp_path: Path, monkeypa
     assert out["registry"] == {"match": True, "request_id": "req-weak", "by": "watermark"}
 
 
+def test_a_mark_the_pilots_miss_is_detected_against_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from garrison.shield import watermark
+
+    shield = _shield(tmp_path / "home")
+    clip = moving_clip(64, 64, 16, seed=12)
+    protected = shield.protect(clip, 8, "a green circle on black", "builtin-dit", "req-faint")
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(encode_mp4(protected.frames))
+    shield.sign_and_register(mp4, protected)
+    stripped = tmp_path / "reencoded.mp4"
+    stripped.write_bytes(encode_mp4(decode_mp4(mp4.read_bytes()), crf=28))
+    real_detect = watermark.detect
+
+    def pilots_fall_short(frames, key, config=None):  # as on a faint clip: the pilots' test alone does not pass
+        found = real_detect(frames, key, config)
+        found.detected, found.payload, found.coded_soft, found.p_value = False, None, None, 1e-4
+        return found
+
+    monkeypatch.setattr(watermark, "detect", pilots_fall_short)
+    out = shield.verify_file(stripped)
+    assert out["watermark"]["detected"] and out["watermark"]["payload"] == protected.payload_hex
+    assert out["watermark"]["payload_source"] == "registry" and out["watermark"]["p_value"] <= 1e-6
+    assert out["registry"]["request_id"] == "req-faint"
+
+
 def test_registry_streams_every_payload(tmp_path: Path) -> None:
     shield = _shield(tmp_path / "home")
     ids = [(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(1, 8)]

@@ -143,6 +143,7 @@ def test_p_value_is_the_bonferroni_corrected_binomial_tail() -> None:
         g = found.geometry
         whole = g["scale_x"] == g["scale_y"] == 1.0 and g["offset_x"] == g["offset_y"] == 0.0
         expected = tail / 0.5 if whole else tail * (hypotheses - 1) / 0.5
+        expected /= 1.0 - wm.WatermarkConfig().registry_alpha_share  # the rest is kept for detect_in_registry
         assert found.p_value == pytest.approx(min(1.0, expected), rel=1e-9, abs=1e-300)
 
 
@@ -204,3 +205,39 @@ def test_importing_the_watermark_does_not_load_scipy_stats() -> None:
     code = "import sys, garrison.shield.watermark; print('scipy.stats' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _undetected(payload: int, right: float, seed: int) -> wm.WatermarkResult:
+    """A mark the pilots alone do not flag: `right` of pilots and coded bits read right at the whole frame."""
+    rng = np.random.default_rng(seed)
+    pilots = rng.choice([-1.0, 1.0], 100)
+    truth = np.concatenate([wm.encode_bits(payload), pilots])
+    wrong = np.zeros(truth.shape, dtype=bool)  # exactly (1 - right) of the symbols read wrong
+    wrong[rng.choice(truth.size, round((1 - right) * truth.size), replace=False)] = True
+    symbols = np.where(wrong, -truth, truth) * rng.uniform(0.2, 1.0, truth.shape)
+    pilot_right = int((np.sign(symbols[wm.CODED_BITS :]) == pilots).sum())
+    return wm.WatermarkResult(False, 1e-3, pilot_right / 100, whole_frame=(symbols, pilot_right, 100))
+
+
+def test_detect_in_registry_flags_a_weak_mark_and_only_a_registered_one() -> None:
+    rng = np.random.default_rng(5)
+    decoys = [int(x) for x in rng.integers(0, 2**63, 20000, dtype=np.uint64)]
+    for seed in range(4):
+        payload = int(rng.integers(0, 2**63))
+        result = _undetected(payload, right=0.74, seed=seed)  # the pilots alone: p 1.9e-6, not detected
+        match = wm.detect_in_registry(result, [*decoys, payload], chunk=4096)
+        assert match is not None and match.payload == payload and match.p_value <= 1e-6
+        assert wm.detect_in_registry(result, decoys, chunk=4096) is None
+    # Unmarked: pilots and coded bits are coin flips; no registered id makes them significant.
+    for seed in range(4):
+        noise = _undetected(int(rng.integers(0, 2**63)), right=0.5, seed=100 + seed)
+        assert wm.detect_in_registry(noise, decoys, chunk=4096) is None
+
+
+def test_detect_keeps_the_whole_frame_reading_for_the_registry() -> None:
+    clip = moving_clip(64, 64, 16, seed=6)
+    found = wm.detect(clip, KEY)
+    assert not found.detected and found.whole_frame is not None
+    symbols, right, count = found.whole_frame
+    assert symbols.shape == (wm.CODED_BITS + 100,) and 0 <= right <= count <= 100
+    assert wm.detect_in_registry(wm.detect(wm.embed(clip, 9, KEY), KEY), [9]) is None  # already detected

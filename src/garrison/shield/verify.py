@@ -254,6 +254,17 @@ class Shield:
                 out["watermark"]["payload"] = watermark.payload_hex(match.payload)
                 out["watermark"]["payload_source"] = "registry"
                 out["watermark"]["payload_match_p_value"] = float(f"{match.p_value:.3g}")
+        elif not result.detected and result.whole_frame is not None:
+            # The pilots alone fell short: test them together with the coded bits of the best-fitting issued id.
+            match = watermark.detect_in_registry(result, self.registry.payloads(), config)
+            if match is not None:
+                out["watermark"].update(
+                    detected=True,
+                    p_value=float(f"{match.p_value:.3g}"),
+                    payload=watermark.payload_hex(match.payload),
+                    payload_source="registry",
+                    payload_match_p_value=float(f"{match.p_value:.3g}"),
+                )
         fp = fingerprint(frames)
         match = self.registry.lookup(out["watermark"]["payload"], fp)
         out["registry"] = match.to_dict()

@@ -101,6 +101,10 @@ class WatermarkConfig:
     # the budget on the whole frame asks 76 there, 81 under a crop. On 144 of the built-in model's clips after CRF
     # 28, the one clip the pilots missed (0.77 read right) is detected.
     whole_frame_alpha_share: float = 0.5
+    # Share of the false-positive budget kept for detection against the registry (`detect_in_registry`): the pilots'
+    # test gets the rest, so a clip that either test flags is a false positive with probability at most
+    # `false_positive_rate` whichever way it was flagged.
+    registry_alpha_share: float = 0.1
     crop_scales: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8)  # visible fraction per axis tried besides 1.0
     offset_step_cells: float = 0.5
     # Chips are clipped at this many times their median magnitude before decoding. 1.0, not 2.0: on the model's
@@ -154,6 +158,9 @@ class WatermarkResult:
     error: str | None = None
     # The received soft values of the coded bits at the best-fitting geometries (for `match_payload`), when detected.
     coded_soft: np.ndarray | None = field(default=None, repr=False)
+    # At the whole-frame hypothesis: every symbol's soft value, pilots read right, pilots not erased
+    # (for `detect_in_registry`).
+    whole_frame: tuple[np.ndarray, int, int] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields `garrison verify` reports (payload as 16 hex digits)."""
@@ -670,7 +677,7 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
         return WatermarkResult(False, 1.0, 0.0, error=str(e))
     a = _analyse(frames, key, config)
     tail = bdtrc(a.matches - 1, a.counted, 0.5)  # P[Bin(n, 1/2) > k - 1] = P[Bin(n, 1/2) >= k] per hypothesis
-    corrected = _bonferroni(tail, config.whole_frame_alpha_share)
+    corrected = _bonferroni(tail, config.whole_frame_alpha_share) / (1.0 - config.registry_alpha_share)
     iy, ix = np.unravel_index(int(np.argmin(corrected)), tail.shape)
     p_value = float(min(1.0, corrected[iy, ix]))
     k, n = int(a.matches[iy, ix]), int(a.counted[iy, ix])
@@ -690,6 +697,7 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
         },
         frames_used=min(frames.shape[0], config.max_frames),
         coded_soft=_candidate_soft(a) if detected else None,
+        whole_frame=(a.symbols[0, 0], int(a.matches[0, 0]), int(a.counted[0, 0])),
     )
 
 
@@ -721,6 +729,60 @@ class PayloadMatch:
     p_value: float
 
 
+def _best_codeword(soft: np.ndarray, candidates: Any, chunk: int) -> tuple[int, int, int, int] | None:
+    """(id, agreement, compared, ids scanned) of the candidate whose codeword correlates best with `soft` (140,)."""
+    soft = soft.astype(np.float32)
+    best: tuple[float, int] | None = None
+    total = 0
+    batch: list[int] = []
+
+    def scan(ids: np.ndarray) -> None:
+        nonlocal best, total
+        corr = encode_many(ids) @ soft
+        i = int(np.argmax(corr))
+        if best is None or corr[i] > best[0]:
+            best = (float(corr[i]), int(ids[i]))
+        total += len(ids)
+
+    for payload in candidates:  # about 2 s per million ids on the 2-core development VM
+        batch.append(int(payload))
+        if len(batch) == chunk:
+            scan(np.array(batch, dtype=np.uint64))
+            batch = []
+    if batch:
+        scan(np.array(batch, dtype=np.uint64))
+    if best is None:
+        return None
+    word = encode_bits(best[1])
+    return best[1], int(((word * soft) > 0).sum()), int((soft != 0).sum()), total
+
+
+def detect_in_registry(
+    result: WatermarkResult, candidates: Any, config: WatermarkConfig | None = None, chunk: int = 65536
+) -> PayloadMatch | None:
+    """Detection for a clip the pilots alone did not flag, knowing which ids were issued: at the whole-frame
+    hypothesis, the pilots read right plus the coded bits that agree with the best-fitting registered codeword,
+    against Bin(pilots + coded, 1/2), times the ids compared (Bonferroni), over `registry_alpha_share` of the
+    false-positive budget. The pilots alone leave the 140 coded bits' evidence unused; on a weak channel (a 64x64
+    2 s clip of a prompt outside the model's world, re-encoded at CRF 28: 0.67-0.73 of pilots right) both together
+    can still stand out of the noise (4 of the 5 such clips of 72, at p 1.5e-7 to 1.5e-17 with 100,072 ids).
+
+    Under "not marked" the pilots and every id's codeword are fair coins on disjoint cells, so the union bound over
+    the ids holds. None: already detected, no whole-frame reading, or no id fits well enough.
+    """
+    config = config or WatermarkConfig()
+    if result.detected or result.whole_frame is None:
+        return None
+    symbols, pilot_right, pilot_count = result.whole_frame
+    found = _best_codeword(symbols[:CODED_BITS], candidates, chunk)
+    if found is None:
+        return None
+    payload, agreement, compared, total = found
+    k, n = agreement + pilot_right, compared + pilot_count
+    p_value = float(min(1.0, bdtrc(k - 1, n, 0.5) * total / config.registry_alpha_share))
+    return PayloadMatch(payload, agreement, compared, p_value) if p_value <= config.false_positive_rate else None
+
+
 def match_payload(
     result: WatermarkResult, candidates: Any, config: WatermarkConfig | None = None, chunk: int = 65536
 ) -> PayloadMatch | None:
@@ -736,35 +798,12 @@ def match_payload(
         return None
     # At the geometry the pilots fit best only: the other candidates cost a factor of 8 on the p-value and, on 144
     # model clips cropped by 10% and re-encoded, named no id it missed (142 of the 142 detected either way).
-    soft = result.coded_soft[:1].astype(np.float32)  # (1, 140)
-    signs = np.sign(soft)
-    compared = (soft != 0).sum(1)
-    best: tuple[float, int, int, int] | None = None  # (normalised correlation, payload, agreement, compared)
-    total = 0
-    batch: list[int] = []
-
-    def scan(ids: np.ndarray) -> None:
-        nonlocal best, total
-        words = encode_many(ids)  # (n, 140)
-        corr = (words @ soft.T) / (np.linalg.norm(soft, axis=1) + 1e-9)  # (n, geometries)
-        i, g = np.unravel_index(int(np.argmax(corr)), corr.shape)
-        if best is None or corr[i, g] > best[0]:
-            agreement = int(((words[i] * signs[g]) > 0).sum())
-            best = (float(corr[i, g]), int(ids[i]), agreement, int(compared[g]))
-        total += len(ids)
-
-    for payload in candidates:  # about 2 s per million ids on the 2-core development VM
-        batch.append(int(payload))
-        if len(batch) == chunk:
-            scan(np.array(batch, dtype=np.uint64))
-            batch = []
-    if batch:
-        scan(np.array(batch, dtype=np.uint64))
-    if best is None:
+    found = _best_codeword(result.coded_soft[0], candidates, chunk)
+    if found is None:
         return None
-    _, payload, agreement, n = best
-    p_value = float(min(1.0, bdtrc(agreement - 1, n, 0.5) * total * len(soft)))
-    return PayloadMatch(payload, agreement, n, p_value) if p_value <= config.false_positive_rate else None
+    payload, agreement, compared, total = found
+    p_value = float(min(1.0, bdtrc(agreement - 1, compared, 0.5) * total))
+    return PayloadMatch(payload, agreement, compared, p_value) if p_value <= config.false_positive_rate else None
 
 
 def decode_payload(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None) -> int:
