@@ -207,16 +207,18 @@ def test_importing_the_watermark_does_not_load_scipy_stats() -> None:
     assert out.strip() == "False"
 
 
-def _undetected(payload: int, right: float, seed: int) -> wm.WatermarkResult:
-    """A mark the pilots alone do not flag: `right` of pilots and coded bits read right at the whole frame."""
+def _undetected(payload: int, coded_right: float, seed: int, pilot_right: float = 0.7) -> wm.WatermarkResult:
+    """A mark the pilots alone do not flag (70 of 100 right: p 4e-5); `coded_right` of its coded bits read right."""
     rng = np.random.default_rng(seed)
     pilots = rng.choice([-1.0, 1.0], 100)
-    truth = np.concatenate([wm.encode_bits(payload), pilots])
-    wrong = np.zeros(truth.shape, dtype=bool)  # exactly (1 - right) of the symbols read wrong
-    wrong[rng.choice(truth.size, round((1 - right) * truth.size), replace=False)] = True
-    symbols = np.where(wrong, -truth, truth) * rng.uniform(0.2, 1.0, truth.shape)
-    pilot_right = int((np.sign(symbols[wm.CODED_BITS :]) == pilots).sum())
-    return wm.WatermarkResult(False, 1e-3, pilot_right / 100, whole_frame=(symbols, pilot_right, 100))
+    parts = []
+    for truth, right in ((wm.encode_bits(payload), coded_right), (pilots, pilot_right)):
+        wrong = np.zeros(truth.shape, dtype=bool)  # exactly (1 - right) of them read wrong
+        wrong[rng.choice(truth.size, round((1 - right) * truth.size), replace=False)] = True
+        parts.append(np.where(wrong, -truth, truth) * rng.uniform(0.2, 1.0, truth.shape))
+    symbols = np.concatenate(parts)
+    k = int((np.sign(parts[1]) == pilots).sum())
+    return wm.WatermarkResult(False, 1e-3, k / 100, whole_frame=(symbols, k, 100))
 
 
 def test_detect_in_registry_flags_a_weak_mark_and_only_a_registered_one() -> None:
@@ -224,13 +226,14 @@ def test_detect_in_registry_flags_a_weak_mark_and_only_a_registered_one() -> Non
     decoys = [int(x) for x in rng.integers(0, 2**63, 20000, dtype=np.uint64)]
     for seed in range(4):
         payload = int(rng.integers(0, 2**63))
-        result = _undetected(payload, right=0.74, seed=seed)  # the pilots alone: p 1.9e-6, not detected
+        result = _undetected(payload, coded_right=0.82, seed=seed)
         match = wm.detect_in_registry(result, [*decoys, payload], chunk=4096)
         assert match is not None and match.payload == payload and match.p_value <= 1e-6
-        assert wm.detect_in_registry(result, decoys, chunk=4096) is None
-    # Unmarked: pilots and coded bits are coin flips; no registered id makes them significant.
+        # Marked, but its id is not registered: strong pilots must not lend a decoy their weight.
+        assert wm.detect_in_registry(_undetected(payload, 0.82, seed, pilot_right=0.79), decoys, chunk=4096) is None
+    # Unmarked: every id's codeword is a coin flip against the residual.
     for seed in range(4):
-        noise = _undetected(int(rng.integers(0, 2**63)), right=0.5, seed=100 + seed)
+        noise = _undetected(int(rng.integers(0, 2**63)), coded_right=0.5, seed=100 + seed, pilot_right=0.5)
         assert wm.detect_in_registry(noise, decoys, chunk=4096) is None
 
 

@@ -255,7 +255,7 @@ class Shield:
                 out["watermark"]["payload_source"] = "registry"
                 out["watermark"]["payload_match_p_value"] = float(f"{match.p_value:.3g}")
         elif not result.detected and result.whole_frame is not None:
-            # The pilots alone fell short: test them together with the coded bits of the best-fitting issued id.
+            # The pilots alone fell short: test the coded bits against the ids garrison issued.
             match = watermark.detect_in_registry(result, self.registry.payloads(), config)
             if match is not None:
                 out["watermark"].update(

@@ -761,25 +761,24 @@ def detect_in_registry(
     result: WatermarkResult, candidates: Any, config: WatermarkConfig | None = None, chunk: int = 65536
 ) -> PayloadMatch | None:
     """Detection for a clip the pilots alone did not flag, knowing which ids were issued: at the whole-frame
-    hypothesis, the pilots read right plus the coded bits that agree with the best-fitting registered codeword,
-    against Bin(pilots + coded, 1/2), times the ids compared (Bonferroni), over `registry_alpha_share` of the
-    false-positive budget. The pilots alone leave the 140 coded bits' evidence unused; on a weak channel (a 64x64
-    2 s clip of a prompt outside the model's world, re-encoded at CRF 28: 0.67-0.73 of pilots right) both together
-    can still stand out of the noise (4 of the 5 such clips of 72, at p 1.5e-7 to 1.5e-17 with 100,072 ids).
+    hypothesis, the coded bits that agree with the best-fitting registered codeword, against Bin(coded, 1/2), times
+    the ids compared (Bonferroni), over `registry_alpha_share` of the false-positive budget. The pilots leave the
+    140 coded bits' evidence unused, and a registered id tells the detector what those bits should read.
 
-    Under "not marked" the pilots and every id's codeword are fair coins on disjoint cells, so the union bound over
-    the ids holds. None: already detected, no whole-frame reading, or no id fits well enough.
+    The same bound covers both ways of going wrong: under "not marked" every id's codeword is a fair coin against
+    the residual, and under "marked with an id not registered" so is every registered id's (the difference of two
+    codewords is the codeword of a random id). The pilots are left out of the statistic on purpose: on a marked
+    clip they are not coins, and adding them would name a wrong id whenever the true one is missing from the
+    registry. None: already detected, no whole-frame reading, or no id fits well enough.
     """
     config = config or WatermarkConfig()
     if result.detected or result.whole_frame is None:
         return None
-    symbols, pilot_right, pilot_count = result.whole_frame
-    found = _best_codeword(symbols[:CODED_BITS], candidates, chunk)
+    found = _best_codeword(result.whole_frame[0][:CODED_BITS], candidates, chunk)
     if found is None:
         return None
     payload, agreement, compared, total = found
-    k, n = agreement + pilot_right, compared + pilot_count
-    p_value = float(min(1.0, bdtrc(k - 1, n, 0.5) * total / config.registry_alpha_share))
+    p_value = float(min(1.0, bdtrc(agreement - 1, compared, 0.5) * total / config.registry_alpha_share))
     return PayloadMatch(payload, agreement, compared, p_value) if p_value <= config.false_positive_rate else None
 
 
