@@ -36,14 +36,17 @@ How it works:
   hats. The pilot agreement count k of n gives a p-value from the binomial tail P[Bin(n, 1/2) >= k]: for an
   unmarked video the keyed pilot signs match its residual signs with probability 1/2 each, independently. Each
   hypothesis's tail is divided by its share of the budget (a weighted Bonferroni correction: half on the whole
-  frame, half split over the 624 crops), and the smallest is the p-value, so the threshold ``false_positive_rate``
-  (default 1e-6) bounds the false-positive rate per clip. Only then is the payload decoded by soft-decision Viterbi
+  frame, half split over the 624 crops) and by nine tenths (the last tenth is `detect_in_registry`'s), and the
+  smallest is the p-value, so the threshold ``false_positive_rate`` (default 1e-6) bounds the false-positive rate
+  per clip of both tests together. Only then is the payload decoded by soft-decision Viterbi
   from the same hypothesis.
 - Decoding against the registry. Blind Viterbi picks one of 2^64 ids; on the weakest channels (a dark clip after
   CRF 28, 0.77-0.81 of coded bits right, beyond what a rate-1/2 code corrects reliably) its path wanders off while
   the pilots still detect the mark. `garrison verify` then decodes again over the ids garrison issued
   (`match_payload`: the registered codeword that correlates best, accepted when the chance that any other id fits
-  as well, a binomial tail times the ids compared, is under the same false-positive rate). A lower-rate code, fewer
+  as well, a binomial tail times the ids compared, is under the same false-positive rate). Where even the pilots
+  fall short (a 64x64 2 s clip of a prompt outside the model's world), `detect_in_registry` tests the coded bits
+  against the issued ids, with a tenth of the false-positive budget (`registry_alpha_share`). A lower-rate code, fewer
   pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26, 144 model
   clips after CRF 28: rate 1/3 0.92-0.94 recovered, 64 pilots 0.95-0.97, a 16x16 grid 0.81-0.83, a codec loop
   0.94, against 0.979).
