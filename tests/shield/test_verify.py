@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from tests.shield.conftest import decode_mp4, encode_mp4, moving_clip
 
-from garrison.shield.verify import Shield, ShieldConfig, read_frames
+from garrison.shield.verify import ProtectedClip, Shield, ShieldConfig, read_frames
 
 
 def _shield(home: Path) -> Shield:
@@ -47,19 +47,25 @@ def test_generation_path_then_verify(tmp_path: Path) -> None:
     assert shield.audit.verify().ok
 
 
+def _generated_then_reencoded(shield: Shield, tmp_path: Path, seed: int, request_id: str) -> tuple[ProtectedClip, Path]:
+    """A clip through the generation path (marked, delivered at CRF 18, signed, registered), then re-encoded at CRF
+    28, which strips its manifest."""
+    protected = shield.protect(moving_clip(64, 64, 16, seed=seed), 8, "a shape on black", "builtin-dit", request_id)
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(encode_mp4(protected.frames))
+    shield.sign_and_register(mp4, protected)
+    stripped = tmp_path / "reencoded.mp4"
+    stripped.write_bytes(encode_mp4(decode_mp4(mp4.read_bytes()), crf=28))
+    return protected, stripped
+
+
 def test_a_misdecoded_id_is_recovered_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from garrison.shield import watermark
 
     shield = _shield(tmp_path / "home")
     for i in range(40):  # other generations in the registry
         shield.registry.register(f"other-{i}", f"{watermark.new_payload():016x}", "0" * 32, "builtin-dit", "x" * 64)
-    clip = moving_clip(64, 64, 16, seed=11)
-    protected = shield.protect(clip, 8, "a blue square on navy", "builtin-dit", "req-weak")
-    mp4 = tmp_path / "out.mp4"
-    mp4.write_bytes(encode_mp4(protected.frames))
-    shield.sign_and_register(mp4, protected)
-    stripped = tmp_path / "reencoded.mp4"
-    stripped.write_bytes(encode_mp4(decode_mp4(mp4.read_bytes()), crf=28))
+    protected, stripped = _generated_then_reencoded(shield, tmp_path, seed=11, request_id="req-weak")
     # Blind Viterbi decoding wanders off on a weak channel: make it read an id nobody issued.
     monkeypatch.setattr(watermark, "viterbi_decode", lambda soft: protected.payload ^ 0xFF)
     out = shield.verify_file(stripped)
@@ -75,13 +81,7 @@ def test_a_mark_the_pilots_miss_is_detected_against_the_registry(
     from garrison.shield import watermark
 
     shield = _shield(tmp_path / "home")
-    clip = moving_clip(64, 64, 16, seed=12)
-    protected = shield.protect(clip, 8, "a green circle on black", "builtin-dit", "req-faint")
-    mp4 = tmp_path / "out.mp4"
-    mp4.write_bytes(encode_mp4(protected.frames))
-    shield.sign_and_register(mp4, protected)
-    stripped = tmp_path / "reencoded.mp4"
-    stripped.write_bytes(encode_mp4(decode_mp4(mp4.read_bytes()), crf=28))
+    protected, stripped = _generated_then_reencoded(shield, tmp_path, seed=12, request_id="req-faint")
     real_detect = watermark.detect
 
     def pilots_fall_short(frames, key, config=None):  # as on a faint clip: the pilots' test alone does not pass
