@@ -101,8 +101,8 @@ class WatermarkConfig:
     # Share of the false-positive budget given to the whole-frame hypothesis; the crop hypotheses split the rest
     # (a weighted Bonferroni correction: the bound on false positives holds whatever the split). Most videos reach
     # the detector uncropped, and an even split over the 625 hypotheses asked 80 of 100 pilots right of each; half
-    # the budget on the whole frame asks 76 there, 81 under a crop. On 144 of the built-in model's clips after CRF
-    # 28, the one clip the pilots missed (0.77 read right) is detected.
+    # the budget on the whole frame (and nine tenths of it to the pilots) asks 75 there, still 80 under a crop. On
+    # 144 of the built-in model's clips after CRF 28, the one clip the pilots missed (0.77 read right) is detected.
     whole_frame_alpha_share: float = 0.5
     # Share of the false-positive budget kept for detection against the registry (`detect_in_registry`): the pilots'
     # test gets the rest, so a clip that either test flags is a false positive with probability at most
