@@ -84,15 +84,14 @@ def false_positives(n: int, seed: int, registry_ids: int) -> dict:
     registry = np.random.default_rng(seed).integers(0, 2**63, registry_ids, dtype=np.uint64) * np.uint64(2)
     results = [wm.detect(h264(c, 18), KEY) for c in clips]
     p_values = np.array([r.p_value for r in results])
-    by_registry = [wm.detect_in_registry(r, registry) for r in results] if registry_ids else []
-    registry_p = [m.p_value for m in by_registry if m is not None]
+    flagged_by_registry = sum(wm.detect_in_registry(r, registry) is not None for r in results)
     return {
         "unmarked_clips": n,
         "false_positives": int(np.sum(p_values <= wm.WatermarkConfig().false_positive_rate)),
         "min_p_value": float(f"{p_values.min():.3g}"),
         "share_p_below_0.01": round(float(np.mean(p_values <= 0.01)), 4),
         "registry_ids": registry_ids,
-        "false_positives_by_registry": len(registry_p),
+        "false_positives_by_registry": int(flagged_by_registry),
     }
 
 

@@ -173,7 +173,7 @@ def _weak_result(payload: int, flip: float, seed: int) -> wm.WatermarkResult:
     word = wm.encode_bits(payload)
     flips = rng.random(word.shape) < flip
     soft = np.where(flips, -word, word) * rng.uniform(0.2, 1.0, word.shape)
-    return wm.WatermarkResult(True, 1e-9, 0.8, coded_soft=soft[None, :])
+    return wm.WatermarkResult(True, 1e-9, 0.8, coded_soft=soft)
 
 
 def test_match_payload_finds_the_registered_id_where_viterbi_fails() -> None:
@@ -183,7 +183,7 @@ def test_match_payload_finds_the_registered_id_where_viterbi_fails() -> None:
     for seed in range(6):
         payload = int(rng.integers(0, 2**63))
         result = _weak_result(payload, flip=0.2, seed=seed)  # 0.8 of coded bits right: the weakest model clips
-        blind_wrong += wm.viterbi_decode(result.coded_soft[0]) != payload
+        blind_wrong += wm.viterbi_decode(result.coded_soft) != payload
         match = wm.match_payload(result, [*decoys[:7000], payload, *decoys[7000:]], chunk=4096)
         assert match is not None and match.payload == payload and match.p_value <= 1e-6
         assert match.agreement > 0.7 * match.compared

@@ -258,12 +258,13 @@ class Shield:
             # The pilots alone fell short: test the coded bits against the ids garrison issued.
             match = watermark.detect_in_registry(result, self.registry.payloads(), config)
             if match is not None:
+                p_value = float(f"{match.p_value:.3g}")
                 out["watermark"].update(
                     detected=True,
-                    p_value=float(f"{match.p_value:.3g}"),
+                    p_value=p_value,
                     payload=watermark.payload_hex(match.payload),
                     payload_source="registry",
-                    payload_match_p_value=float(f"{match.p_value:.3g}"),
+                    payload_match_p_value=p_value,
                 )
         fp = fingerprint(frames)
         match = self.registry.lookup(out["watermark"]["payload"], fp)
