@@ -146,6 +146,8 @@ def main() -> None:
                         if read is None:
                             match = lookup(found, registry, config)
                             read = match.payload if match is not None else None
+                            if match is not None and read == payload:
+                                r.setdefault("registry_p", []).append(match.p_value)
                         r.setdefault("crf28_registry_ok", []).append(read == payload)
                         # the same clip, its id not registered: any id named is a false match
                         wrong = lookup(found, registry[registry != np.uint64(payload)], config)
@@ -171,6 +173,8 @@ def main() -> None:
             "crf28_recovered_with_registry": round(float(np.mean(r["crf28_registry_ok"])), 3),
             "crf28_missed": [i for i, ok in enumerate(r["crf28_ok"]) if not ok],
             # detected clips decoded over a registry without their own id: ids named (each a false match)
+            # the weakest id the registry named: it stays named up to registry_ids * 1e-6 / this many ids
+            "registry_match_p_max": float(f"{max(r.get('registry_p', [0.0])):.3g}"),
             "registry_false_matches": int(np.sum(r.get("false_matches", []))),
             "registry_false_match_trials": len(r.get("false_matches", [])),
             "crf28_pilot_bit_accuracy": round(float(np.mean(r["crf28_raw"])), 3),
