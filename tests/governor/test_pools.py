@@ -239,3 +239,21 @@ def test_no_lend_where_the_waiting_requests_would_put_the_fleet_over_the_cap(ser
     config = replace(CONFIG, training_guarantee=1)
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=560.0))) == []
     assert kinds(plan(devices, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
+
+
+def test_no_lend_beside_workers_that_are_about_to_load():
+    # First tick of a run, no service time measured yet: one request of a burst has arrived, so serving wants one more
+    # device; the demand model has nothing to go on and the backlog (one request over two slots) reads 350 W. But the
+    # serving floor's worker starts at the end of this tick and a lent device would start one too: both load their
+    # model flat out, 600 W, over a 560 W cap's 543 W watermark (a demo on 2026-11-27 went 7.6% over its cap so). A
+    # 700 W cap takes it. Once the serving worker runs and reads idle, the lent device is the only one loading:
+    # 350 W, lent; while it still loads (reads 290 W), not.
+    serving = ServingState(arrival_rate_per_s=0.01, queue_depth=1)
+    config = replace(CONFIG, training_guarantee=1)
+    starting = [device("s0", "serving", "idle"), device("t0", "training")]
+    assert kinds(plan(starting, serving=serving, config=replace(config, power_cap_w=560.0))) == []
+    assert kinds(plan(starting, serving=serving, config=replace(config, power_cap_w=700.0))) == [("lend", "t0")]
+    running = [device("s0", "serving", "serving", power_w=50.0), device("t0", "training")]
+    assert kinds(plan(running, serving=serving, config=replace(config, power_cap_w=560.0))) == [("lend", "t0")]
+    loading = [device("s0", "serving", "serving", power_w=290.0), device("t0", "training")]
+    assert kinds(plan(loading, serving=serving, config=replace(config, power_cap_w=560.0))) == []

@@ -78,13 +78,17 @@ BOUNDS = {
     "demo_record_core_quiet_avx2_run7.json": (0.10, 0.10),
     # The same host, demo runs that train alone before and after the governed phase (the baseline pools both).
     **{f"demo_record_core_quiet_avx2_bracket_run{i}.json": (0.10, 0.10) for i in range(1, 8)},
-    # And with a training job of 60 steps (`garrison demo --train-steps 60`): throughput 1.6-5.1% off, but runs 1 and
-    # 3 predict latency 10.9% and 10.0% low, the same calibrated on all their videos (11.3%, 10.6%): the first
-    # burst's second video, running as the training process starts, took 1.77 s against the first's 1.28, and the
-    # queue behind it inherits the delay.
-    **{f"demo_record_core_quiet_avx2_steps60_run{i}.json": (0.10, 0.10) for i in (2, 4, 5)},
-    "demo_record_core_quiet_avx2_steps60_run1.json": (0.12, 0.10),
-    "demo_record_core_quiet_avx2_steps60_run3.json": (0.11, 0.10),
+    # And with a training job of 60 steps (`garrison demo --train-steps 60`): throughput 1.6-5.1% off. Runs 1 and 3
+    # predicted latency 10.9% and 10.0% low while the throttled slot's work was fitted against the fastest free video
+    # (run 1's first took 1.28 s, its second 1.77 s); against the median of the free ones (2026-11-27): 4.1%, 7.8%.
+    **{f"demo_record_core_quiet_avx2_steps60_run{i}.json": (0.10, 0.10) for i in range(1, 6)},
+    # The demo's defaults since 2026-11-27: 8 videos over 12 s before the 60-step job, so four run at full quality
+    # before the cap binds (`garrison demo`, 297-310 s each). Run 1 predicted latency 15.3% low with the fastest free
+    # video as the throttled slot's reference; 6.9% with the median, and runs 2-5 were recorded after that change.
+    # A sixth run was dropped: its governor lent the training core on the first tick beside the serving floor's new
+    # worker (the two loading workers put the next period 7.6% over the cap), a decision the lend check no longer
+    # makes (governor/pools.py); its replay at the rungs it ran was still 5.9/0.9/3.7% off.
+    **{f"demo_record_core_quiet_avx2_burst8_run{i}.json": (0.10, 0.10) for i in range(1, 6)},
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
 # drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
@@ -161,8 +165,8 @@ def test_the_replays_power_limits_come_on_the_runs_ticks(name):
 
 def test_a_throttled_slots_work_per_cpu_second_is_fitted_from_the_run_where_it_shows():
     """On the AVX2 host a worker throttled to its 2.6 W quota did 0.72-0.98 of the quota's work; the replay fits it
-    from the first burst (the free first video against the wholly throttled ones) where the run was quiet and both
-    kinds are there, and keeps 1 elsewhere. With the fraction at 1, the run where it is lowest is off by 10.6% in
+    from the first burst (the median free video against the median wholly throttled one) where the run was quiet and
+    both kinds are there, and keeps 1 elsewhere. With the fraction at 1, the run where it is lowest is off by 10.6% in
     latency and 16% in joules (its first full-size video after the cap binds predicted 0.75 s late)."""
     record = json.loads((DATA / "demo_record_core_quiet_avx2_run1.json").read_text())
     first_burst = calibration_videos(record, "first_burst")
@@ -278,6 +282,10 @@ QUIET_CORE_JOULES_BOUNDS = {
     "demo_record_core_quiet_avx2_run5.json": 0.15,
     "demo_record_core_quiet_avx2_run6.json": 0.15,
     "demo_record_core_quiet_avx2_bracket_run5.json": 0.15,  # 11.2% (its real joules: 7.3%)
+    # 13.0% and 12.3% with the throttled slot's work fitted against the median free video (2026-11-27; their real
+    # joules: 9.9% and 8.5%)
+    "demo_record_core_quiet_avx2_bracket_run6.json": 0.15,
+    "demo_record_core_quiet_avx2_burst8_run1.json": 0.15,
 }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from garrison.core.fleet import JobStatus
-from garrison.governor.power import current_knobs, next_period_power_w, peak_power_w
+from garrison.governor.power import current_knobs, device_power_w, next_period_power_w, peak_power_w
 from garrison.governor.state import (
     Action,
     DeviceState,
@@ -263,7 +263,17 @@ def plan_pools(state: FleetState, config: GovernorConfig, usable: Sequence[Devic
         backlog_w = rest_w + next_period_power_w(
             current_knobs(state, config, trial, training_set), state, config, trial, training_set
         )
-        if max(peak_w, backlog_w) > config.high_w:
+        # And over the next seconds: a device that gets a worker now (the lent one; a serving-home device the
+        # serving floor starts at the end of this tick) loads its model flat out before the demand model sees any
+        # load. On 2026-11-27 a demo's first tick saw one request of a burst still arriving, lent the training core
+        # beside the serving floor's new worker, and the two loading workers put the next period 7.6% over the cap.
+        starting_w = rest_w + math.fsum(
+            device_power_w(x, 1.0)
+            if x.assignment == "idle" or x.id == device_id
+            else (x.power_w if finite_nonneg(x.power_w) else device_power_w(x, 1.0))
+            for x in (*trial, *training_set)
+        )
+        if max(peak_w, backlog_w, starting_w) > config.high_w:
             break
         actions.append(
             Lend(

@@ -197,34 +197,44 @@ def throttled_fraction(record: dict[str, Any], video: dict[str, Any]) -> float:
 QUIET_DEMAND_CORES = 0.25  # other programs' CPU, in cores, under which a run counts as quiet
 
 
-def fit_quota_work_fraction(record: dict[str, Any], free: list[dict[str, Any]], videos: list[dict[str, Any]]) -> float:
+def fit_quota_work_fraction(
+    record: dict[str, Any], free: list[dict[str, Any]], videos: list[dict[str, Any]], firsts: list[dict[str, Any]] = ()
+) -> float:
     """The work a throttled slot does per CPU-second of its quota, against a free one, from the run's own videos:
-    the fastest full-speed generation per unit of work among the videos that generated free (`free`: the worker's
-    first video may be among them, its warm-up only makes it slower) over the median, its quota undone, among those
-    that generated wholly throttled (at least 90% of the time), kept within 0.4 to 1. Videos that straddle a limit
-    change are left out: the first limit comes with the training job's start, whose own start-up slowed the serving
-    worker more than either state does alone (2026-11-26: to 0.65 of its quota on one run of another host, where
-    the wholly throttled videos ran at their quota). 1 where either set is empty, or where other programs' demand is
-    unknown (records before the sampler read it) or above `QUIET_DEMAND_CORES`.
+    the median full-speed generation per unit of work among the videos that generated free (in `free`; a worker's
+    first video, in `firsts`, only where no other ran free) over the median, its quota undone, among those that
+    generated wholly throttled (at least 90% of the time), kept within 0.4 to 1. Videos that straddle a limit change
+    are left out: the first limit comes with the training job's start, whose own start-up slowed the serving worker
+    more than either state does alone (2026-11-26: to 0.65 of its quota on one run of another host, where the wholly
+    throttled videos ran at their quota). 1 where either set is empty, or where other programs' demand is unknown
+    (records before the sampler read it) or above `QUIET_DEMAND_CORES`.
 
     Why: on a 2-core AVX2 EPYC (2026-11-26) a worker throttled to 0.23 of its core burned its whole quota (the
     sampler's pinned reading) but its 4-step videos took as long as 0.72-0.85 of that would: taking the quota as the
     speed put the first burst's work per unit 20-40% high, the next full-size video 0.75 s late and every later
-    video with it (latency 10.7% and joules 16% high on one run)."""
+    video with it (latency 10.7% and joules 16% high on one run).
+
+    Medians on both sides, the free side from the same videos as the cost (`fit_video_cost`): until 2026-11-27 the
+    free side was the fastest free video, first ones included. One full-size generation on this VM takes 1.39-1.81 s
+    with nothing else running (the same clip, back to back), so the fastest of several is a fast outlier, and the
+    fraction came out low by as much as the spread: with four free videos before the cap (a run of the demo's
+    longer first burst) the throttled videos were predicted 0.70 of their quota's work, the video the cap caught
+    mid-way ran 0.7 s early in the replay, and at a sixth of the core's speed under the limit that became 2.6 s:
+    latency 15.3% low. With medians: 6.9%."""
     # Other programs' demand must be known and small: under competition the free videos' speed is the share the
     # worker won, not the silicon's, and the throttled ones' is set by the quota and the competition together.
     demand = other_demand_cores(record, None)
     if demand is None or demand > QUIET_DEMAND_CORES:
         return 1.0
-    free_rate = [
-        generation_full_speed_s(record, v, 1.0) / _work(v) for v in free if throttled_fraction(record, v) <= 0.1
-    ]
-    throttled_rate = [
-        generation_full_speed_s(record, v, 1.0) / _work(v) for v in videos if throttled_fraction(record, v) >= 0.9
-    ]
+
+    def rates(group: list[dict[str, Any]], keep: Any) -> list[float]:
+        return [generation_full_speed_s(record, v, 1.0) / _work(v) for v in group if keep(throttled_fraction(record, v))]
+
+    free_rate = rates(free, lambda f: f <= 0.1) or rates(list(firsts), lambda f: f <= 0.1)
+    throttled_rate = rates(videos, lambda f: f >= 0.9)
     if not free_rate or not throttled_rate:
         return 1.0
-    return float(np.clip(min(free_rate) / float(np.median(throttled_rate)), 0.4, 1.0))
+    return float(np.clip(float(np.median(free_rate)) / float(np.median(throttled_rate)), 0.4, 1.0))
 
 
 def machine_cores(record: dict[str, Any]) -> int:
@@ -443,7 +453,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     # The share of its core the serving worker got while the calibration videos ran at full power: other programs
     # at a higher priority (the demo runs niced on this shared machine) take the rest.
     share_got = serving_share(record, calib)
-    quota_work = fit_quota_work_fraction(record, [*firsts.values(), *calib], calib)
+    quota_work = fit_quota_work_fraction(record, calib, calib, list(firsts.values()))
     if firsts and rest:
         typical = fit_video_cost(record, rest, share_got, quota_work)
         warmup_extra_s = max(
