@@ -228,7 +228,9 @@ def fit_quota_work_fraction(
         return 1.0
 
     def rates(group: list[dict[str, Any]], keep: Any) -> list[float]:
-        return [generation_full_speed_s(record, v, 1.0) / _work(v) for v in group if keep(throttled_fraction(record, v))]
+        return [
+            generation_full_speed_s(record, v, 1.0) / _work(v) for v in group if keep(throttled_fraction(record, v))
+        ]
 
     free_rate = rates(free, lambda f: f <= 0.1) or rates(list(firsts), lambda f: f <= 0.1)
     throttled_rate = rates(videos, lambda f: f >= 0.9)
