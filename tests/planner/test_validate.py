@@ -89,6 +89,13 @@ BOUNDS = {
     # worker (the two loading workers put the next period 7.6% over the cap), a decision the lend check no longer
     # makes (governor/pools.py); its replay at the rungs it ran was still 5.9/0.9/3.7% off.
     **{f"demo_record_core_quiet_avx2_burst8_run{i}.json": (0.10, 0.10) for i in range(1, 6)},
+    # The demo's defaults since later on 2026-11-27: 12 videos over 12 s before the 60-step job, then 20 (269-289 s
+    # each): five fresh runs, 2.4/2.4/4.0, 8.1/5.8/0.9, 2.0/4.7/2.0, 1.5/4.0/3.1 and 11.4/3.2/1.6 %. In run 5 the tick
+    # after the cap bound read the fleet just under the high watermark (the training core at 0.93 of its time, not
+    # 0.98), so the 2.6 W limit came 4 s later than in the replay, whose training reads busy: the video the cap caught
+    # ran 3.7 s on the machine and 6.3 s in the replay, and the queue behind it inherited the difference.
+    **{f"demo_record_core_quiet_avx2_burst12_run{i}.json": (0.10, 0.10) for i in range(1, 5)},
+    "demo_record_core_quiet_avx2_burst12_run5.json": (0.12, 0.10),
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
 # drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
@@ -148,7 +155,7 @@ def test_the_replays_power_limits_come_on_the_runs_ticks(name):
     job starts) on the tick the run did, when the run did, and the second (2.6 W) on the same tick or the one before:
     in AVX2 runs 5 and 6 the 8 s tick stepped down in the replay and not in the run, which waited a period, and in
     the 60-step run 3 the other way round (the fleet's reading then is within a few tenths of a watt of the high
-    watermark)."""
+    watermark); burst-12 runs 4 and 5 waited one and three periods."""
     record = json.loads((DATA / name).read_text())
     out = predict_demo(record, "first_burst")
     measured = [(int(c["t_s"]), c["watts"]) for c in record["power_limits"][:2]]
@@ -157,9 +164,16 @@ def test_the_replays_power_limits_come_on_the_runs_ticks(name):
     # the tick that takes the slot to 2.6 W (the first, in a run whose first tick went there at once)
     step_measured = next(t for t, w in measured if w == pytest.approx(2.6))
     step_predicted = next(t for t, w in predicted if w == pytest.approx(2.6))
-    early = {"demo_record_core_quiet_avx2_run5.json", "demo_record_core_quiet_avx2_run6.json"}
-    late = {"demo_record_core_quiet_avx2_steps60_run3.json"}  # the replay waited the period the run did not
-    assert step_measured - step_predicted == (1 if name in early else -1 if name in late else 0)
+    # ticks by which the run stepped later than the replay (negative: the replay waited a period the run did not)
+    offsets = {
+        "demo_record_core_quiet_avx2_run5.json": 1,
+        "demo_record_core_quiet_avx2_run6.json": 1,
+        "demo_record_core_quiet_avx2_steps60_run3.json": -1,
+        # the training core read 0.93 of its time for 1 and 3 s after it started, the fleet just under the watermark
+        "demo_record_core_quiet_avx2_burst12_run4.json": 1,
+        "demo_record_core_quiet_avx2_burst12_run5.json": 3,
+    }
+    assert step_measured - step_predicted == offsets.get(name, 0)
     assert out["power_limits_predicted"][0]["t_s"] == pytest.approx(record["power_limits"][0]["t_s"])
 
 
@@ -286,6 +300,7 @@ QUIET_CORE_JOULES_BOUNDS = {
     # joules: 9.9% and 8.5%)
     "demo_record_core_quiet_avx2_bracket_run6.json": 0.15,
     "demo_record_core_quiet_avx2_burst8_run1.json": 0.15,
+    "demo_record_core_quiet_avx2_burst12_run2.json": 0.15,  # 11.4% (its real joules: 5.8%)
 }
 
 

@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("demo-out"), help="Folder for the report, summary, store and videos."),
         power_cap_w: float = typer.Option(None, help="Fleet power cap in W (default: one that binds)."),
-        first_burst: int = typer.Option(8, help="Videos requested before training starts."),
-        second_burst: int = typer.Option(10, help="Videos requested while training runs."),
+        first_burst: int = typer.Option(12, help="Videos requested before training starts."),
+        second_burst: int = typer.Option(20, help="Videos requested while training runs."),
         train_steps: int = typer.Option(60, help="Training steps of the demo job."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     ) -> None:

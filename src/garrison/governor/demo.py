@@ -59,12 +59,16 @@ class DemoConfig:
 
     out_dir: Path = Path("demo-out")
     power_cap_w: float | None = None  # None: idle draw + 75% of the span to full load, so the cap binds
-    # 8 videos, 12 s before training: the planner's replay (planner/validate.py) calibrates on the first burst, and
+    # 12 videos, 12 s before training: the planner's replay (planner/validate.py) calibrates on the first burst, and
     # one video's generation on this 2-core VM varies 1.39-1.81 s with nothing else running (2026-11-27). At 6
-    # videos and 6 s, one or two full-quality videos ran before the cap bound, and one slow one put the replay's
-    # latency 10.9% off; now four run, and the cap's first throttled videos follow them in the same burst.
-    first_burst: int = 8
-    second_burst: int = 10
+    # videos and 6 s, one or two full-quality videos ran before the cap bound; at 8, two ran throttled after it, and
+    # a fast one among them put every throttled video of the run 6% fast in the replay. Now four or five full-quality
+    # videos run before the cap binds and about six throttled ones after.
+    first_burst: int = 12
+    # 20, was 10: the video the cap catches mid-way finishes a second earlier or later from run to run (whether its
+    # last steps fall before or after the limit), and every video queued behind it inherits that; over 10 videos that
+    # was up to 14% of the mean latency of a run, over 20 half as much. The training job outlasts them either way.
+    second_burst: int = 20
     video_seconds: int = 2
     video_size: str = "64x64"
     video_steps: int = DEFAULT_STEPS
