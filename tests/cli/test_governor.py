@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 
-import typer.main
+from typer.models import OptionInfo
 
 from garrison.cli.main import app
 from garrison.governor.demo import DemoConfig
@@ -16,5 +16,5 @@ def test_the_demo_commands_defaults_are_the_demo_configs():
     params = inspect.signature(command.callback).parameters
     for name in ("first_burst", "second_burst", "train_steps"):
         default = params[name].default
-        assert isinstance(default, typer.models.OptionInfo)
+        assert isinstance(default, OptionInfo)
         assert default.default == getattr(DemoConfig, name), name

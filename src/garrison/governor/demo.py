@@ -60,7 +60,7 @@ class DemoConfig:
     out_dir: Path = Path("demo-out")
     power_cap_w: float | None = None  # None: idle draw + 75% of the span to full load, so the cap binds
     # 12 videos, 12 s before training: the planner's replay (planner/validate.py) calibrates on the first burst, and
-    # one video's generation on this 2-core VM varies 1.39-1.81 s with nothing else running (2026-11-27). At 6
+    # one video's generation on this 2-core VM varies 1.39-1.81 s with nothing else running (2026-11-27, ad hoc). At 6
     # videos and 6 s, one or two full-quality videos ran before the cap bound; at 8, two ran throttled after it, and
     # a fast one among them put every throttled video of the run 6% fast in the replay. Now four or five full-quality
     # videos run before the cap binds and about six throttled ones after.

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -198,7 +199,10 @@ QUIET_DEMAND_CORES = 0.25  # other programs' CPU, in cores, under which a run co
 
 
 def fit_quota_work_fraction(
-    record: dict[str, Any], free: list[dict[str, Any]], videos: list[dict[str, Any]], firsts: list[dict[str, Any]] = ()
+    record: dict[str, Any],
+    free: Sequence[dict[str, Any]],
+    videos: Sequence[dict[str, Any]],
+    firsts: Sequence[dict[str, Any]] = (),
 ) -> float:
     """The work a throttled slot does per CPU-second of its quota, against a free one, from the run's own videos:
     the median full-speed generation per unit of work among the videos that generated free (in `free`; a worker's
@@ -216,7 +220,7 @@ def fit_quota_work_fraction(
 
     Medians on both sides, the free side from the same videos as the cost (`fit_video_cost`): until 2026-11-27 the
     free side was the fastest free video, first ones included. One full-size generation on this VM takes 1.39-1.81 s
-    with nothing else running (the same clip, back to back), so the fastest of several is a fast outlier, and the
+    with nothing else running (the same clip, back to back; an ad hoc loop, no benchmark script), so the fastest of several is a fast outlier, and the
     fraction came out low by as much as the spread: with four free videos before the cap (a run of the demo's
     longer first burst) the throttled videos were predicted 0.70 of their quota's work, the video the cap caught
     mid-way ran 0.7 s early in the replay, and at a sixth of the core's speed under the limit that became 2.6 s:
@@ -227,12 +231,12 @@ def fit_quota_work_fraction(
     if demand is None or demand > QUIET_DEMAND_CORES:
         return 1.0
 
-    def rates(group: list[dict[str, Any]], keep: Any) -> list[float]:
+    def rates(group: Sequence[dict[str, Any]], keep: Callable[[float], bool]) -> list[float]:
         return [
             generation_full_speed_s(record, v, 1.0) / _work(v) for v in group if keep(throttled_fraction(record, v))
         ]
 
-    free_rate = rates(free, lambda f: f <= 0.1) or rates(list(firsts), lambda f: f <= 0.1)
+    free_rate = rates(free, lambda f: f <= 0.1) or rates(firsts, lambda f: f <= 0.1)
     throttled_rate = rates(videos, lambda f: f >= 0.9)
     if not free_rate or not throttled_rate:
         return 1.0
@@ -455,7 +459,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     # The share of its core the serving worker got while the calibration videos ran at full power: other programs
     # at a higher priority (the demo runs niced on this shared machine) take the rest.
     share_got = serving_share(record, calib)
-    quota_work = fit_quota_work_fraction(record, calib, calib, list(firsts.values()))
+    quota_work = fit_quota_work_fraction(record, calib, calib, tuple(firsts.values()))
     if firsts and rest:
         typical = fit_video_cost(record, rest, share_got, quota_work)
         warmup_extra_s = max(
