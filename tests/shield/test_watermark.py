@@ -244,3 +244,28 @@ def test_detect_keeps_the_whole_frame_reading_for_the_registry() -> None:
     symbols, right, count = found.whole_frame
     assert symbols.shape == (wm.CODED_BITS + 100,) and 0 <= right <= count <= 100
     assert wm.detect_in_registry(wm.detect(wm.embed(clip, 9, KEY), KEY), [9]) is None  # already detected
+
+
+def test_pilot_weighting_discounts_a_region_where_the_pilots_read_at_chance() -> None:
+    # A frame whose left half carries the mark weakly but right, and whose right half reads as strong
+    # noise (flat black after H.264, a moving object): the pilots there read at chance, so their chips lose their vote.
+    config = wm.WatermarkConfig()
+    layout = wm._layout(KEY, config.grid, config.pilot_symbols)
+    expected, is_pilot = wm._pilot_map(layout, config.grid)
+    payload = 0x5A5A_0F0F_1234_ABCD
+    truth = wm._target_chips(KEY, payload, config)
+    assert np.array_equal(np.sign(expected[is_pilot > 0]), truth[is_pilot > 0])  # the map is the pilots' signs
+    plain = weighted = 0
+    good_w, noise_w = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        chips = 0.4 * truth
+        chips[:, 10:] = rng.choice([-1.0, 1.0], size=(config.grid, config.grid - 10))
+        w = wm._pilot_weighted_chips(chips, expected, is_pilot, config.pilot_weight_cells)
+        assert np.all(np.sign(w) * np.sign(chips) >= 0)  # weights are never negative: signs are kept or erased
+        good_w.append(np.abs(w[:, :4]).mean())
+        noise_w.append(np.abs(w[:, 14:]).mean())
+        plain += wm.viterbi_decode(wm._symbol_values(chips, layout)[: wm.CODED_BITS]) == payload
+        weighted += wm.viterbi_decode(wm._symbol_values(w, layout)[: wm.CODED_BITS]) == payload
+    assert np.mean(good_w) > 3 * np.mean(noise_w)  # per patch the pilots are few (about 20 in 9x9), so averaged
+    assert weighted == 8 and plain == 0

@@ -114,6 +114,9 @@ class WatermarkConfig:
     # outputs the wrong chips are mostly large ones (object edges, texture), so a tight limit takes their
     # confidence away (payload recovered on 72 model clips: 0.76 at 2.0, 0.85 at 1.0).
     soft_clip: float = 1.0
+    # Before decoding, each chip is weighted by how the pilots within this many cells read (`_pilot_weighted_chips`);
+    # 0 decodes the chips as they are.
+    pilot_weight_cells: int = 9
     # embedding only: informed embedding (see `embed`); 0 iterations = the plain mark, the same amplitude everywhere
     informed_iterations: int = 2
     informed_frames: int = 8  # frames (evenly spaced) the embedder reads the host from: cost, not quality
@@ -630,6 +633,8 @@ class _Analysis:
     matches: np.ndarray  # (ny, nx) pilot symbols read correctly
     counted: np.ndarray  # (ny, nx) pilot symbols not erased
     hyps: list[tuple[float, float]]
+    chips: np.ndarray  # (ny, nx, grid, grid) the limited chips the symbols were summed from
+    layout: _Layout
 
 
 def _analyse(frames: np.ndarray, key: bytes, config: WatermarkConfig) -> _Analysis:
@@ -648,13 +653,51 @@ def _analyse(frames: np.ndarray, key: bytes, config: WatermarkConfig) -> _Analys
     symbols = _symbol_values(chips, layout)
     pilot_values = symbols[..., CODED_BITS:]
     matches = ((np.sign(pilot_values) == layout.pilot) & (pilot_values != 0)).sum(-1)
-    return _Analysis(symbols, matches, (pilot_values != 0).sum(-1), hyps)
+    return _Analysis(symbols, matches, (pilot_values != 0).sum(-1), hyps, chips, layout)
 
 
-def _candidate_soft(a: _Analysis, candidates: int = 8) -> np.ndarray:
-    """The coded bits' soft values at the few geometries whose pilots fit best, best first: (candidates, 140)."""
+def _pilot_map(layout: _Layout, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per chip: the sign a marked pilot chip reads (0 on data chips), and 1.0 on pilot chips: (grid, grid) each."""
+    symbol = layout.chip_symbol.reshape(grid, grid)
+    is_pilot = symbol >= CODED_BITS
+    expected = np.zeros((grid, grid))
+    expected[is_pilot] = layout.pilot[symbol[is_pilot] - CODED_BITS] * layout.chip_sign.reshape(grid, grid)[is_pilot]
+    return expected, is_pilot.astype(np.float64)
+
+
+def _pilot_weighted_chips(chips: np.ndarray, expected: np.ndarray, is_pilot: np.ndarray, window: int) -> np.ndarray:
+    """Chips weighted by how well the pilot chips around each one read: a local channel estimate.
+
+    The channel is not the same across the frame: H.264 keeps the mark on a textured or mid-grey patch and wipes it
+    out on flat black, and an object moving over a patch hides it. The pilots say where: each chip is weighted by the
+    log-odds of the pilot chips in a ``window`` x ``window`` neighbourhood reading right (Laplace-smoothed, floored at
+    0, so a patch where the pilots read at chance carries no vote), which is the soft-decision weight of a binary
+    symmetric channel with that crossover probability. Detection (the pilot count) is untouched; only the soft values
+    the decoder sees change. On 144 of the built-in model's clips after CRF 28, blind recovery 141 -> 142, and on 72
+    clips of prompts outside its world 57 -> 59 (2026-11-27, AVX2 EPYC host; a 9-cell window, 5 and 7 read no better).
+    """
+    right = uniform_filter(((chips * expected) > 0) * is_pilot, window, mode="constant")
+    total = uniform_filter(is_pilot, window, mode="constant")
+    cells = float(window * window)
+    accuracy = (right * cells + 1.0) / (total * cells + 2.0)
+    return chips * np.maximum(np.log(accuracy / (1.0 - accuracy)), 0.0)
+
+
+def _candidate_soft(a: _Analysis, config: WatermarkConfig, candidates: int = 8) -> np.ndarray:
+    """The coded bits' soft values at the few geometries whose pilots fit best, best first: (candidates, 140),
+    each chip weighted by its neighbourhood's pilots when `config.pilot_weight_cells` is set."""
+    grid = a.chips.shape[-1]
+    expected, is_pilot = _pilot_map(a.layout, grid)
     order = np.argsort(-a.matches, axis=None, kind="stable")[:candidates]
-    return np.stack([a.symbols[np.unravel_index(int(flat), a.matches.shape)][:CODED_BITS] for flat in order])
+    out = []
+    for flat in order:
+        iy, ix = np.unravel_index(int(flat), a.matches.shape)
+        if config.pilot_weight_cells:
+            weighted = _pilot_weighted_chips(a.chips[iy, ix], expected, is_pilot, config.pilot_weight_cells)
+            out.append(_symbol_values(weighted, a.layout)[:CODED_BITS])
+        else:
+            out.append(a.symbols[iy, ix, :CODED_BITS])
+    return np.stack(out)
 
 
 def _best_payload(candidate_soft: np.ndarray) -> int:
@@ -683,7 +726,7 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
     p_value = float(min(1.0, corrected[iy, ix]))
     k, n = int(a.matches[iy, ix]), int(a.counted[iy, ix])
     detected = p_value <= config.false_positive_rate
-    candidate_soft = _candidate_soft(a) if detected else None
+    candidate_soft = _candidate_soft(a, config) if detected else None
     return WatermarkResult(
         detected=detected,
         p_value=p_value,
@@ -807,4 +850,4 @@ def decode_payload(frames: np.ndarray, key: bytes, config: WatermarkConfig | Non
     """The payload at the best-fitting geometry even when detection is not confident (to measure bit accuracy)."""
     config = config or WatermarkConfig()
     _check_frames(frames)
-    return _best_payload(_candidate_soft(_analyse(frames, key, config)))
+    return _best_payload(_candidate_soft(_analyse(frames, key, config), config))
