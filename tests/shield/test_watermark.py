@@ -269,3 +269,28 @@ def test_pilot_weighting_discounts_a_region_where_the_pilots_read_at_chance() ->
         weighted += wm.viterbi_decode(wm._symbol_values(w, layout)[: wm.CODED_BITS]) == payload
     assert np.mean(good_w) > 3 * np.mean(noise_w)  # per patch the pilots are few (about 20 in 9x9), so averaged
     assert weighted == 8 and plain == 0
+
+
+def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_codeword() -> None:
+    from scipy.special import bdtrc
+
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 2**63, 400_000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 400_000).astype(
+        np.uint64
+    )
+    codewords = wm.encode_many(ids)
+    # received: a codeword with noise (a clip marked with some other id) and 20 erased bits
+    soft = wm.encode_bits(0x0BAD_C0DE_0000_0001) + rng.normal(0.0, 1.0, wm.CODED_BITS)
+    soft[rng.choice(wm.CODED_BITS, 20, replace=False)] = 0.0
+    agreement = ((codewords * soft) > 0).sum(1)
+    for k in (70, 75, 80):  # Monte Carlo over 400,000 random ids against the trellis count
+        hits, expected = int((agreement >= k).sum()), wm.codeword_agreement_tail(soft, k) * len(ids)
+        assert expected > 50 and abs(hits - expected) <= 4 * expected**0.5  # within 4 sigma (Poisson)
+    assert wm.codeword_agreement_tail(soft, 0) == pytest.approx(1.0)
+    assert wm.codeword_agreement_tail(soft, 121) == 0.0  # 120 bits not erased
+    # exactly a codeword received: only that id agrees on all 140 bits; 112 agreeing is ~600x the binomial's tail
+    word = wm.encode_bits(12345)
+    assert wm.codeword_agreement_tail(word, 140) == pytest.approx(2.0**-64)
+    assert wm.codeword_agreement_tail(word, 112) > 100 * bdtrc(111, 140, 0.5)
+    with pytest.raises(ValueError):
+        wm.codeword_agreement_tail(word[:100], 50)

@@ -44,7 +44,9 @@ How it works:
   CRF 28, 0.77-0.81 of coded bits right, beyond what a rate-1/2 code corrects reliably) its path wanders off while
   the pilots still detect the mark. `garrison verify` then decodes again over the ids garrison issued
   (`match_payload`: the registered codeword that correlates best, accepted when the chance that any other id fits
-  as well, a binomial tail times the ids compared, is under the same false-positive rate). Where even the pilots
+  as well, the exact tail of a random codeword's agreement (`codeword_agreement_tail`, counted on the code's trellis;
+  the binomial tail understated it up to a few hundred times near a codeword) times the ids compared, is under the
+  same false-positive rate). Where even the pilots
   fall short (a 64x64 2 s clip of a prompt outside the model's world), `detect_in_registry` tests the coded bits
   against the issued ids, with a tenth of the false-positive budget (`registry_alpha_share`). A lower-rate code, fewer
   pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26, 144 model
@@ -344,6 +346,44 @@ def viterbi_decode(soft: np.ndarray) -> int:
         state = int(back_state[t, state])
     bits = bits[::-1][:PAYLOAD_BITS]
     return int("".join(map(str, bits)), 2)
+
+
+def codeword_agreement_tail(soft: np.ndarray, agreement: int) -> float:
+    """P[a uniformly random id's codeword agrees with the signs of `soft` (140,) on at least `agreement` coded bits],
+    exactly: the trellis counts every one of the 2^64 codewords by its agreement (0 = erased, never agrees).
+
+    Not the binomial tail P[Bin(n, 1/2) >= k]: each coded bit of a random id is a fair coin, but the 140 bits are
+    linear functions of 64, and the codewords cluster. When the received signs are close to a codeword (a clip
+    marked with an id the registry does not hold), the codewords near that one (660 at distance 10) make agreement
+    far likelier than the binomial says: for exactly a codeword received, 112 of 140 agreeing has probability
+    1.2e-10 here against 1.6e-13 by the binomial (2026-11-27, the code's weight distribution by this same count).
+    """
+    signs = np.sign(np.asarray(soft, dtype=np.float64))
+    if signs.shape != (CODED_BITS,):
+        raise ValueError(f"need {CODED_BITS} soft values, got shape {signs.shape}")
+    next_state, outputs = _trellis()
+    n_states = next_state.shape[0]
+    src = np.repeat(np.arange(n_states), 2)
+    bit = np.tile(np.array([0, 1]), n_states)
+    dst = next_state[src, bit]
+    counts = np.zeros((n_states, CODED_BITS + 1))
+    counts[0, 0] = 1.0
+    steps = CODED_BITS // 2
+    for t in range(steps):
+        agree = (outputs[src, bit] == signs[2 * t : 2 * t + 2]).sum(-1)  # erased (0) signs never equal +-1
+        if t >= steps - _TAIL_BITS:
+            keep = bit == 0  # the tail is zeros
+        else:
+            keep = np.ones_like(bit, dtype=bool)
+        new = np.zeros_like(counts)
+        for a in (0, 1, 2):
+            edges = keep & (agree == a)
+            shifted = np.zeros((int(edges.sum()), CODED_BITS + 1))
+            shifted[:, a:] = counts[src[edges], : CODED_BITS + 1 - a]
+            np.add.at(new, dst[edges], shifted)
+        counts = new
+    total = counts[0].sum()  # 2^64
+    return float(counts[0, max(agreement, 0) :].sum() / total)
 
 
 # --- embedding -----------------------------------------------------------------------------------------------------
@@ -763,9 +803,10 @@ class PayloadMatch:
     Attributes:
         payload: the id.
         agreement, compared: coded bits whose received sign agrees with its codeword, of those not erased.
-        p_value: P[Bin(compared, 1/2) >= agreement] times the ids compared (Bonferroni): the chance
-            that an id which did not make this video fits it as well. Ids are drawn uniformly at random
-            (`new_payload`), so another id's codeword agrees with the received signs bit by bit like a fair coin.
+        p_value: P[a random id's codeword agrees on >= agreement bits] (`codeword_agreement_tail`, exact for the
+            received signs) times the ids compared (Bonferroni): the chance that an id which did not make this
+            video fits it as well. Ids are drawn uniformly at random (`new_payload`), so another id's codeword is a
+            uniformly random codeword, whatever the received signs are.
     """
 
     payload: int
@@ -777,7 +818,7 @@ class PayloadMatch:
 def _registry_match(
     soft: np.ndarray, candidates: Any, config: WatermarkConfig, alpha_share: float, chunk: int
 ) -> PayloadMatch | None:
-    """The candidate whose codeword correlates best with `soft` (140,), if P[Bin(compared, 1/2) >= its agreement]
+    """The candidate whose codeword correlates best with `soft` (140,), if the chance a random codeword agrees as well
     times the ids compared, over `alpha_share` of the budget, is at most the false-positive rate."""
     soft = soft.astype(np.float32)
     best: tuple[float, int] | None = None
@@ -803,7 +844,7 @@ def _registry_match(
         return None
     payload = best[1]
     agreement, compared = int(((encode_bits(payload) * soft) > 0).sum()), int((soft != 0).sum())
-    p_value = float(min(1.0, bdtrc(agreement - 1, compared, 0.5) * total / alpha_share))
+    p_value = float(min(1.0, codeword_agreement_tail(soft, agreement) * total / alpha_share))
     return PayloadMatch(payload, agreement, compared, p_value) if p_value <= config.false_positive_rate else None
 
 
@@ -811,13 +852,14 @@ def detect_in_registry(
     result: WatermarkResult, candidates: Any, config: WatermarkConfig | None = None, chunk: int = 65536
 ) -> PayloadMatch | None:
     """Detection for a clip the pilots alone did not flag, knowing which ids were issued: at the whole-frame
-    hypothesis, the coded bits that agree with the best-fitting registered codeword, against Bin(coded, 1/2), times
-    the ids compared (Bonferroni), over `registry_alpha_share` of the false-positive budget. The pilots leave the
-    140 coded bits' evidence unused, and a registered id tells the detector what those bits should read.
+    hypothesis, the coded bits that agree with the best-fitting registered codeword, against a random codeword's
+    agreement (`codeword_agreement_tail`), times the ids compared (Bonferroni), over `registry_alpha_share` of the
+    false-positive budget. The pilots leave the 140 coded bits' evidence unused, and a registered id tells the
+    detector what those bits should read.
 
-    The same bound covers both ways of going wrong: under "not marked" every id's codeword is a fair coin against
-    the residual, and under "marked with an id not registered" so is every registered id's (the difference of two
-    codewords is the codeword of a random id). The pilots are left out of the statistic on purpose: on a marked
+    The same bound covers both ways of going wrong, "not marked" and "marked with an id not registered": either way
+    every registered id's codeword is a uniformly random codeword independent of the received signs, and the tail is
+    exact for those signs (near another id's codeword it is far heavier than a binomial's). The pilots are left out of the statistic on purpose: on a marked
     clip they are not coins, and adding them would name a wrong id whenever the true one is missing from the
     registry. None: already detected, no whole-frame reading, or no id fits well enough.
     """
