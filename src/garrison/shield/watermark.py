@@ -723,18 +723,18 @@ def _pilot_weighted_chips(chips: np.ndarray, expected: np.ndarray, is_pilot: np.
     return chips * np.maximum(np.log(accuracy / (1.0 - accuracy)), 0.0)
 
 
-def _candidate_soft(a: _Analysis, config: WatermarkConfig, candidates: int = 8) -> np.ndarray:
+def _candidate_soft(a: _Analysis, config: WatermarkConfig, candidates: int = 8, weighted: bool = True) -> np.ndarray:
     """The coded bits' soft values at the few geometries whose pilots fit best, best first: (candidates, 140),
-    each chip weighted by its neighbourhood's pilots when `config.pilot_weight_cells` is set."""
+    each chip weighted by its neighbourhood's pilots when `weighted` and `config.pilot_weight_cells` is set."""
     grid = a.chips.shape[-1]
     expected, is_pilot = _pilot_map(a.layout, grid)
     order = np.argsort(-a.matches, axis=None, kind="stable")[:candidates]
     out = []
     for flat in order:
         iy, ix = np.unravel_index(int(flat), a.matches.shape)
-        if config.pilot_weight_cells:
-            weighted = _pilot_weighted_chips(a.chips[iy, ix], expected, is_pilot, config.pilot_weight_cells)
-            out.append(_symbol_values(weighted, a.layout)[:CODED_BITS])
+        if weighted and config.pilot_weight_cells:
+            chips = _pilot_weighted_chips(a.chips[iy, ix], expected, is_pilot, config.pilot_weight_cells)
+            out.append(_symbol_values(chips, a.layout)[:CODED_BITS])
         else:
             out.append(a.symbols[iy, ix, :CODED_BITS])
     return np.stack(out)
@@ -781,7 +781,9 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
             "offset_x": a.hyps[ix][1],
         },
         frames_used=min(frames.shape[0], config.max_frames),
-        coded_soft=candidate_soft[0] if candidate_soft is not None else None,
+        # Unweighted for the registry: on 144 model clips after CRF 28 the weighted values named one id fewer there
+        # (143 of 144, against 144), while they decode two more blind.
+        coded_soft=_candidate_soft(a, config, 1, weighted=False)[0] if detected else None,
         whole_frame=(a.symbols[0, 0], int(a.matches[0, 0]), int(a.counted[0, 0])),
     )
 
