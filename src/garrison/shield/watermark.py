@@ -714,7 +714,8 @@ def _pilot_weighted_chips(chips: np.ndarray, expected: np.ndarray, is_pilot: np.
     0, so a patch where the pilots read at chance carries no vote), which is the soft-decision weight of a binary
     symmetric channel with that crossover probability. Detection (the pilot count) is untouched; only the soft values
     the decoder sees change. On 144 of the built-in model's clips after CRF 28, blind recovery 141 -> 142, and on 72
-    clips of prompts outside its world 57 -> 59 (2026-11-27, AVX2 EPYC host; a 9-cell window, 5 and 7 read no better).
+    clips of prompts outside its world 57 -> 59, and bit accuracy after 0.5x 0.947 -> 0.958 and 0.840 -> 0.859
+    (benchmarks/shield_watermark_model_outputs.py, 2026-11-27, AVX2 EPYC host; a 9-cell window: 5 and 7 read no better).
     """
     right = uniform_filter(((chips * expected) > 0) * is_pilot, window, mode="constant")
     total = uniform_filter(is_pilot, window, mode="constant")
