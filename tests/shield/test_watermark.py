@@ -288,7 +288,7 @@ def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_c
         assert expected > 50 and abs(hits - expected) <= 4 * expected**0.5  # within 4 sigma (Poisson)
     assert wm.codeword_agreement_tail(soft, 0) == pytest.approx(1.0)
     assert wm.codeword_agreement_tail(soft, 121) == 0.0  # 120 bits not erased
-    # exactly a codeword received: only that id agrees on all 140 bits; 112 agreeing is ~600x the binomial's tail
+    # exactly a codeword received: only that id agrees on all 140 bits; 112 agreeing is 470x the binomial's tail
     word = wm.encode_bits(12345)
     assert wm.codeword_agreement_tail(word, 140) == pytest.approx(2.0**-64)
     assert wm.codeword_agreement_tail(word, 112) > 100 * bdtrc(111, 140, 0.5)

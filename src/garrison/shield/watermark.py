@@ -45,10 +45,10 @@ How it works:
   the pilots still detect the mark. `garrison verify` then decodes again over the ids garrison issued
   (`match_payload`: the registered codeword that correlates best, accepted when the chance that any other id fits
   as well, the exact tail of a random codeword's agreement (`codeword_agreement_tail`, counted on the code's trellis;
-  the binomial tail understated it up to a few hundred times near a codeword) times the ids compared, is under the
-  same false-positive rate). Where even the pilots
-  fall short (a 64x64 2 s clip of a prompt outside the model's world), `detect_in_registry` tests the coded bits
-  against the issued ids, with a tenth of the false-positive budget (`registry_alpha_share`). A lower-rate code, fewer
+  the binomial tail understated it by hundreds to thousands of times near another id's codeword) times the ids
+  compared, is under the same false-positive rate). Where even the pilots fall short (a 64x64 2 s clip of a prompt
+  outside the model's world), `detect_in_registry` tests the coded bits against the issued ids, with a tenth of the
+  false-positive budget (`registry_alpha_share`). A lower-rate code, fewer
   pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26, 144 model
   clips after CRF 28: rate 1/3 0.92-0.94 recovered, 64 pilots 0.95-0.97, a 16x16 grid 0.81-0.83, a codec loop
   0.94, against 0.979).
@@ -356,7 +356,8 @@ def codeword_agreement_tail(soft: np.ndarray, agreement: int) -> float:
     linear functions of 64, and the codewords cluster. When the received signs are close to a codeword (a clip
     marked with an id the registry does not hold), the codewords near that one (660 at distance 10) make agreement
     far likelier than the binomial says: for exactly a codeword received, 112 of 140 agreeing has probability
-    1.2e-10 here against 1.6e-13 by the binomial (2026-11-27, the code's weight distribution by this same count).
+    9.9e-11 here against 2.1e-13 by the binomial (470 times), and 114-115, what a 100,000-id registry asks at 1e-6,
+    1,300-1,600 times (2026-11-27; a Monte Carlo over 4 million random ids agrees with this count).
     """
     signs = np.sign(np.asarray(soft, dtype=np.float64))
     if signs.shape != (CODED_BITS,):
@@ -862,8 +863,8 @@ def detect_in_registry(
 
     The same bound covers both ways of going wrong, "not marked" and "marked with an id not registered": either way
     every registered id's codeword is a uniformly random codeword independent of the received signs, and the tail is
-    exact for those signs (near another id's codeword it is far heavier than a binomial's). The pilots are left out of the statistic on purpose: on a marked
-    clip they are not coins, and adding them would name a wrong id whenever the true one is missing from the
+    exact for those signs (near another id's codeword it is far heavier than a binomial's). The pilots are left out
+    of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id whenever the true one is missing from the
     registry. None: already detected, no whole-frame reading, or no id fits well enough.
     """
     config = config or WatermarkConfig()
