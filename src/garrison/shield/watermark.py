@@ -864,8 +864,9 @@ def detect_in_registry(
     The same bound covers both ways of going wrong, "not marked" and "marked with an id not registered": either way
     every registered id's codeword is a uniformly random codeword independent of the received signs, and the tail is
     exact for those signs (near another id's codeword it is far heavier than a binomial's). The pilots are left out
-    of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id whenever the true one is missing from the
-    registry. None: already detected, no whole-frame reading, or no id fits well enough.
+    of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id whenever
+    the true one is missing from the registry. None: already detected, no whole-frame reading, or no id fits well
+    enough.
     """
     config = config or WatermarkConfig()
     if result.detected or result.whole_frame is None:
