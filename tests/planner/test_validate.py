@@ -159,7 +159,8 @@ def test_power_limit_timeline(record):
 @pytest.mark.parametrize("name", [r for r in RECORDS if "quiet" in r])
 def test_the_replays_power_limits_come_on_the_runs_ticks(name):
     """The quiet runs carry each tick's clock (`ticks_s`): the replay sets the first limit (3.6 W when the training
-    job starts) on the tick the run did, when the run did, and the second (2.6 W) on the same tick or the one before:
+    job starts; 2.6 W at once under the demo's cap since the end of 2026-11-27) on the tick the run did, when the run
+    did, and the second (2.6 W) on the same tick or the one before:
     in AVX2 runs 5 and 6 the 8 s tick stepped down in the replay and not in the run, which waited a period, and in
     the 60-step run 3 the other way round (the fleet's reading then is within a few tenths of a watt of the high
     watermark); burst-12 runs 4 and 5 waited one and three periods."""
