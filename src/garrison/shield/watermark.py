@@ -286,6 +286,16 @@ def _trellis() -> tuple[np.ndarray, np.ndarray]:
     return next_state, outputs
 
 
+@lru_cache(maxsize=1)
+def _trellis_edges() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (state, input bit) edge of the trellis as flat arrays: source state, input bit, destination state."""
+    next_state, _ = _trellis()
+    n_states = next_state.shape[0]
+    src = np.repeat(np.arange(n_states), 2)
+    bit = np.tile(np.array([0, 1]), n_states)
+    return src, bit, next_state[src, bit]
+
+
 def encode_bits(payload: int) -> np.ndarray:
     """The 140 coded bits of a 64-bit payload, as +-1 (bit 0 -> +1)."""
     if not 0 <= payload < (1 << PAYLOAD_BITS):
@@ -325,9 +335,7 @@ def viterbi_decode(soft: np.ndarray) -> int:
     metric[0] = 0.0
     back_state = np.zeros((steps, n_states), dtype=np.int64)
     back_bit = np.zeros((steps, n_states), dtype=np.int64)
-    src = np.repeat(np.arange(n_states), 2)
-    bit = np.tile(np.array([0, 1]), n_states)
-    dst = next_state[src, bit]
+    src, bit, dst = _trellis_edges()
     for t in range(steps):
         pair = soft[2 * t : 2 * t + 2]
         gain = metric[src] + outputs[src, bit] @ pair  # correlation metric: ML for Gaussian noise
@@ -363,19 +371,13 @@ def codeword_agreement_tail(soft: np.ndarray, agreement: int) -> float:
     if signs.shape != (CODED_BITS,):
         raise ValueError(f"need {CODED_BITS} soft values, got shape {signs.shape}")
     next_state, outputs = _trellis()
-    n_states = next_state.shape[0]
-    src = np.repeat(np.arange(n_states), 2)
-    bit = np.tile(np.array([0, 1]), n_states)
-    dst = next_state[src, bit]
-    counts = np.zeros((n_states, CODED_BITS + 1))
+    src, bit, dst = _trellis_edges()
+    counts = np.zeros((next_state.shape[0], CODED_BITS + 1))
     counts[0, 0] = 1.0
     steps = CODED_BITS // 2
     for t in range(steps):
         agree = (outputs[src, bit] == signs[2 * t : 2 * t + 2]).sum(-1)  # erased (0) signs never equal +-1
-        if t >= steps - _TAIL_BITS:
-            keep = bit == 0  # the tail is zeros
-        else:
-            keep = np.ones_like(bit, dtype=bool)
+        keep = (bit == 0) | (t < steps - _TAIL_BITS)  # the tail is zeros
         new = np.zeros_like(counts)
         for a in (0, 1, 2):
             edges = keep & (agree == a)
@@ -728,18 +730,19 @@ def _pilot_weighted_chips(chips: np.ndarray, expected: np.ndarray, is_pilot: np.
 def _candidate_soft(a: _Analysis, config: WatermarkConfig, candidates: int = 8, weighted: bool = True) -> np.ndarray:
     """The coded bits' soft values at the few geometries whose pilots fit best, best first: (candidates, 140),
     each chip weighted by its neighbourhood's pilots when `weighted` and `config.pilot_weight_cells` is set."""
-    grid = a.chips.shape[-1]
-    expected, is_pilot = _pilot_map(a.layout, grid)
     order = np.argsort(-a.matches, axis=None, kind="stable")[:candidates]
-    out = []
-    for flat in order:
-        iy, ix = np.unravel_index(int(flat), a.matches.shape)
-        if weighted and config.pilot_weight_cells:
-            chips = _pilot_weighted_chips(a.chips[iy, ix], expected, is_pilot, config.pilot_weight_cells)
-            out.append(_symbol_values(chips, a.layout)[:CODED_BITS])
-        else:
-            out.append(a.symbols[iy, ix, :CODED_BITS])
-    return np.stack(out)
+    where = [np.unravel_index(int(flat), a.matches.shape) for flat in order]
+    if not (weighted and config.pilot_weight_cells):
+        return np.stack([a.symbols[iy, ix, :CODED_BITS] for iy, ix in where])
+    expected, is_pilot = _pilot_map(a.layout, a.chips.shape[-1])
+    return np.stack(
+        [
+            _symbol_values(
+                _pilot_weighted_chips(a.chips[iy, ix], expected, is_pilot, config.pilot_weight_cells), a.layout
+            )[:CODED_BITS]
+            for iy, ix in where
+        ]
+    )
 
 
 def _best_payload(candidate_soft: np.ndarray) -> int:
