@@ -223,8 +223,8 @@ def fit_quota_work_fraction(
     with nothing else running (the same clip, back to back; an ad hoc loop, no benchmark script), so the fastest of
     several is a fast outlier, and the fraction came out low by as much as the spread: with four free videos before
     the cap (a run of the demo's longer first burst) the throttled videos were predicted 0.70 of their quota's work,
-    the video the cap caught mid-way ran 0.7 s early in the replay, and at a sixth of the core's speed under the limit that became 2.6 s:
-    latency 15.3% low. With medians: 6.9%."""
+    the video the cap caught mid-way ran 0.7 s early in the replay, and at a sixth of the core's speed under the
+    limit that became 2.6 s: latency 15.3% low. With medians: 6.9%."""
     # Other programs' demand must be known and small: under competition the free videos' speed is the share the
     # worker won, not the silicon's, and the throttled ones' is set by the quota and the competition together.
     demand = other_demand_cores(record, None)
