@@ -33,6 +33,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,8 @@ def main() -> None:
         if name != "stock" and "step_s" in results.get("stock", {}):
             record["speedup_vs_stock"] = results["stock"]["step_s"] / record["step_s"]
         results[name] = record
+        # Each mode as it finishes, so a run stopped at a time limit keeps the modes it completed
+        print(json.dumps({"mode": name, **record}, default=str), file=sys.stderr, flush=True)
 
     exact = [m for m in modes if m != "stock" and m not in OUTPUT_CHANGING and "speedup_vs_stock" in results[m]]
     best = max(exact, key=lambda m: results[m]["speedup_vs_stock"], default=None)
