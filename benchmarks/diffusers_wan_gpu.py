@@ -5,7 +5,8 @@ The full-size Wan 2.1 T2V 1.3B architecture (transformer, VAE, UMT5-XXL text enc
 do the same work as trained ones: every shape, kernel and FLOP is the same. Modes, each on the same pipeline object:
 
 - `stock`: diffusers as shipped (native SDPA, eager).
-- `kernels`: the best attention kernel this machine has (FlashAttention-3 or cuDNN SDPA on Hopper) + fused QKV.
+- `kernels`: the attention kernel `choose_attention_backend` forces (FlashAttention-3 when installed on Hopper, else
+  none: PyTorch's own SDPA dispatch, which runs cuDNN attention on an H100) + fused QKV.
 - `compiled`: kernels + torch.compile of the transformer.
 - `cudagraphs`: compiled with CUDA graphs (mode reduce-overhead).
 - `fbcache`: kernels + first-block cache (threshold 0.05): skips work, CHANGES OUTPUTS; kept apart from the targets.
