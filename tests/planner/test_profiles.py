@@ -116,3 +116,18 @@ def test_a_step_of_the_builtin_model_keeps_a_fixed_share_at_a_smaller_native_siz
     # points without the share (the ML.ENERGY GPU fits, a calibration that gives none) scale with pixels x steps
     plain = CostProfile(points=(calibrate_builtin([(64 * 64 * 16 * 12, 2.0)], 5.6, "test"),))
     assert plain.rung_factor("builtin", "cpu-core", 64, 64, 16, 24, 5) == pytest.approx(4 / 24 * 0.25)
+
+
+def test_builtin_on_an_h100_is_its_measured_runs_and_does_not_scale_with_clip_size():
+    from garrison.planner.profiles import BUILTIN_H100_RUNS
+
+    profile = CostProfile()
+    for (seconds, width, height, steps), (measured_s, measured_j) in BUILTIN_H100_RUNS.items():
+        frames = profile.frames_for("builtin", seconds)
+        p = profile.predict("builtin", "h100-sxm", 1, width, height, frames, steps)
+        assert p.basis == "measured on h100-sxm"
+        assert p.seconds == pytest.approx(measured_s, rel=0.07)  # the worst of the four is 6.5% over
+        assert p.joules == pytest.approx(measured_j, rel=0.07)
+    small = profile.predict("builtin", "h100-sxm", 1, 64, 64, 16, 24)
+    large = profile.predict("builtin", "h100-sxm", 1, 112, 64, 96, 24)
+    assert small.seconds == pytest.approx(large.seconds)  # launch-bound: a step costs the same at any size

@@ -9,7 +9,8 @@
   so a batch of b takes b times one video. Energy is the runs' mean joules per video; power their mean watts.
 - garrison's built-in model on a CPU core slot (`cpu-core`): docs/measurements.md (0.30 s for a 2 s 64x64 clip,
   0.68 s for a 4 s 112x64 clip, 12 steps, two threads), or a `garrison demo` run's measured videos
-  (`calibrate_builtin`), which supersede them.
+  (`calibrate_builtin`), which supersede them. On an H100 (`h100-sxm`): NVML runs on a lent H100
+  (`builtin_h100_from_docs`), where a step costs the same at every clip size.
 
 Interpolation off the measured points: time and energy scale linearly in denoising steps and in pixels x frames
 (the DiT's token count; attention makes the true growth somewhat faster, so longer or larger clips than measured
@@ -225,6 +226,47 @@ def builtin_from_docs() -> MeasuredPoint:
     )
 
 
+# The built-in model on one H100 (docs/measurements.md, "NVML on a lent H100 again", 2026-11-27): (clip seconds, width,
+# height, steps) -> (seconds per video, NVML joules per video), each the mean of 5 videos at guidance 3.
+BUILTIN_H100_RUNS = {
+    (2, 64, 64, 24): (0.3191, 41.78),
+    (4, 112, 64, 24): (0.2961, 39.87),
+    (12, 112, 64, 24): (0.3305, 43.98),
+    (4, 112, 64, 12): (0.1792, 23.58),
+}
+
+
+def builtin_h100_from_docs() -> MeasuredPoint:
+    """The built-in model on an H100: a step costs the same whatever the clip (0.30-0.33 s at 24 steps from 2 s
+    64x64 to 12 s 112x64: a few small kernels bound by their launches), so the point's step is all fixed share
+    (`step_overhead_fraction` 1); time and joules are least-squares lines in steps over the measured runs.
+    Scaling this model's GPU cost by FLOPs, as the planner does for a chip with no measurement, would put a 2 s clip
+    at microseconds."""
+    steps = np.array([k[3] for k in BUILTIN_H100_RUNS], dtype=float)
+    seconds = np.array([v[0] for v in BUILTIN_H100_RUNS.values()])
+    joules = np.array([v[1] for v in BUILTIN_H100_RUNS.values()])
+    s_per_step, overhead_s = np.polyfit(steps, seconds, 1)
+    j_per_step, _ = np.polyfit(steps, joules, 1)
+    power_w = float(joules.sum() / seconds.sum())
+    return MeasuredPoint(
+        model=BUILTIN_MODEL,
+        chip="h100-sxm",
+        width=64,
+        height=64,
+        frames=16,
+        steps=12,
+        fps=BUILTIN_FPS,
+        per_video_s=float(s_per_step * 12),
+        overhead_s=float(overhead_s),
+        joules_per_video=float(j_per_step * 12),
+        power_w=power_w,
+        loo_error=math.nan,
+        source="docs/measurements.md (built-in model, NVML on an H100, 2026-11-27)",
+        joules_include_overhead=False,
+        step_overhead_fraction=1.0,
+    )
+
+
 def calibrate_builtin(
     work_and_seconds: list[tuple[float, float]], power_w: float, source: str, step_overhead_fraction: float = 0.0
 ) -> MeasuredPoint:
@@ -347,7 +389,7 @@ class CostProfile:
 
 
 def default_points() -> tuple[MeasuredPoint, ...]:
-    return (*load_mlenergy(), builtin_from_docs())
+    return (*load_mlenergy(), builtin_from_docs(), builtin_h100_from_docs())
 
 
 def fit_errors(points: tuple[MeasuredPoint, ...] | None = None) -> dict[str, float]:
