@@ -131,3 +131,16 @@ def test_builtin_on_an_h100_is_its_measured_runs_and_does_not_scale_with_clip_si
     small = profile.predict("builtin", "h100-sxm", 1, 64, 64, 16, 24)
     large = profile.predict("builtin", "h100-sxm", 1, 112, 64, 96, 24)
     assert small.seconds == pytest.approx(large.seconds)  # launch-bound: a step costs the same at any size
+
+
+def test_wan_as_garrison_serves_it_on_an_h100_is_its_own_measurement_beside_ml_energy():
+    from garrison.planner.profiles import GARRISON_WAN_H100, GARRISON_WAN_MODEL
+
+    profile = CostProfile()
+    ours = profile.predict(GARRISON_WAN_MODEL, "h100-sxm", 1, 832, 480, 81, 50)
+    assert ours.basis == "measured on h100-sxm"
+    assert ours.seconds == pytest.approx(GARRISON_WAN_H100["seconds"])
+    assert ours.joules == pytest.approx(GARRISON_WAN_H100["joules"])
+    assert profile.frames_for(GARRISON_WAN_MODEL, 5.0) == 80  # Wan's 16 fps
+    half_steps = profile.predict(GARRISON_WAN_MODEL, "h100-sxm", 1, 832, 480, 81, 25)
+    assert half_steps.seconds == pytest.approx(ours.seconds / 2)

@@ -11,6 +11,9 @@
   0.68 s for a 4 s 112x64 clip, 12 steps, two threads), or a `garrison demo` run's measured videos
   (`calibrate_builtin`), which supersede them. On an H100 (`h100-sxm`): NVML runs on a lent H100
   (`builtin_h100_from_docs`), where a step costs the same at every clip size.
+- Wan 2.1 1.3B as garrison serves it (`wan2.1-1.3b-garrison`, stock diffusers through garrison's backend) on an H100:
+  garrison's own measurement (`garrison_wan_h100`), 31% faster and 30% fewer joules than ML.ENERGY's older run of
+  the same clip.
 
 Interpolation off the measured points: time and energy scale linearly in denoising steps and in pixels x frames
 (the DiT's token count; attention makes the true growth somewhat faster, so longer or larger clips than measured
@@ -167,6 +170,35 @@ def load_mlenergy(path: Path | None = None) -> tuple[MeasuredPoint, ...]:
             )
         )
     return tuple(points)
+
+
+# Wan 2.1 1.3B as garrison serves it (stock diffusers 0.42.1, torch 2.11: its SDPA runs cuDNN attention), measured on
+# a lent H100 (docs/measurements.md, "Open models through diffusers", 2026-11-27; docs/gpu-2026-11-27/wan.json):
+# 832x480, 81 frames, 50 steps, guidance 5, batch 1, text encoding and VAE decode included; NVML joules.
+GARRISON_WAN_MODEL = "wan2.1-1.3b-garrison"
+GARRISON_WAN_H100 = {"seconds": 65.664, "joules": 45565.342, "step_s": 1.2648}
+
+
+def garrison_wan_h100() -> MeasuredPoint:
+    """garrison's own stack on an H100, beside ML.ENERGY's `wan2.1-1.3b` (95.4 s, 64.7 kJ for the same clip, an
+    older harness): a scenario that plans for garrison's serving path names this model. One run, batch 1, so no
+    batch fit: the whole video is `per_video_s` and `loo_error` is NaN."""
+    m = GARRISON_WAN_H100
+    return MeasuredPoint(
+        model=GARRISON_WAN_MODEL,
+        chip="h100-sxm",
+        width=832,
+        height=480,
+        frames=81,
+        steps=50,
+        fps=16.0,
+        per_video_s=m["seconds"],
+        overhead_s=0.0,
+        joules_per_video=m["joules"],
+        power_w=m["joules"] / m["seconds"],
+        loo_error=math.nan,
+        source="garrison's diffusers backend on a lent H100, 2026-11-27 (docs/gpu-2026-11-27/wan.json, stock mode)",
+    )
 
 
 # docs/measurements.md, "The built-in model (CPU)": 2 s 64x64 in 0.30 s, 4 s 112x64 in 0.68 s, 12 steps, 2 threads.
@@ -389,7 +421,7 @@ class CostProfile:
 
 
 def default_points() -> tuple[MeasuredPoint, ...]:
-    return (*load_mlenergy(), builtin_from_docs(), builtin_h100_from_docs())
+    return (*load_mlenergy(), garrison_wan_h100(), builtin_from_docs(), builtin_h100_from_docs())
 
 
 def fit_errors(points: tuple[MeasuredPoint, ...] | None = None) -> dict[str, float]:
