@@ -85,3 +85,25 @@ def test_cheapest_chip_ranks_by_cost():
     assert {r["chip"] for r in ranking} == {"h100-sxm", "b200"}
     costs = [r["total_usd"] for r in ranking if r["meets"]]
     assert costs == sorted(costs)
+
+
+def test_gate_reasons_name_what_held_the_gate_most_periods_not_what_held_it_first():
+    scenario = copy.deepcopy(SMALL)
+    scenario["demand"] = {"users": 20000}  # more than four serving devices carry at full quality under the cap
+    site = plan(parse_scenario(scenario)).answers["sites"][0]
+    periods = site["gate_reason_periods"]["degraded"]
+    assert sum(periods.values()) >= site["gate_periods"]["degraded"]  # every degraded period has a reason
+    counts = sorted(periods.values(), reverse=True)
+    assert site["gate_reasons"]["degraded"] == next(text for text, n in periods.items() if n == counts[0])
+    # The start-up's reason (no service time measured yet) lasts a period or two, not the day
+    start_up = [n for text, n in periods.items() if text.startswith("no request has been measured")]
+    assert not start_up or start_up[0] < counts[0]
+
+
+def test_a_gate_reasons_kind_is_its_template():
+    from garrison.planner.sim import _reason_kind
+
+    a = _reason_kind("serving needs 16.6 devices at full quality for 0.15 req/s but has 16")
+    b = _reason_kind("serving needs 3.2 devices at full quality for 0.02 req/s but has 4")
+    assert a == b == "serving needs "
+    assert _reason_kind("no digits at all") == "no digits at all"

@@ -163,6 +163,7 @@ def summarise(scenario: Scenario, sites: list[SiteResult], alone: list[SiteResul
                 "over_cap_fraction": round(float(np.mean(fac > cap_mw * 1e6)), 5) if len(fac) else 0.0,
                 "gate_periods": s.gate,
                 "gate_reasons": s.gate_reasons,
+                "gate_reason_periods": s.gate_reason_periods,
                 "quality_levels_periods": {str(q): int(c) for q, c in enumerate(np.bincount(s.quality, minlength=6))},
                 "requeued_requests": s.requeued,
                 "alerts": s.alerts,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -77,6 +78,12 @@ ARRIVAL_WINDOW_S = 60.0  # as the live runtime measures the arrival rate
 SLO_WINDOW_S = 300.0
 SERVICE_SAMPLES = 50
 MAX_LIMIT_CHANGES = 1000  # power-limit changes kept in a result's extra (a replay's timeline; a fleet's would be long)
+
+
+def _reason_kind(reason: str) -> str:
+    """A gate reason's kind: its text up to the first digit (the reasons are templates filled with figures)."""
+    match = re.search(r"\d", reason)
+    return reason[: match.start()] if match else reason
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,8 @@ class SiteResult:
     training_devices: np.ndarray
     admission: list[str]
     gate: dict[str, int]
-    gate_reasons: dict[str, str]
+    gate_reasons: dict[str, str]  # per gate state: an example of its most frequent kind of reason
+    gate_reason_periods: dict[str, dict[str, int]]  # per gate state: periods per kind of reason (its latest text)
     jobs: list[JobRun]
     alerts: dict[str, int]
     alert_examples: list[str]
@@ -493,7 +501,11 @@ class SiteSimulator:
         training_series = np.zeros(nbins, dtype=np.int64)
         admission_series: list[str] = []
         gate_counts = {"online": 0, "degraded": 0, "offline": 0}
-        gate_reasons: dict[str, str] = {}
+        # Per state, periods per kind of reason. A reason's kind is its text up to the first digit (the gate's reasons
+        # are templates filled with figures), so a day of "serving needs 3.1 devices ..." counts as one kind; the
+        # latest text stands for it. Keeping only the first reason made a day's report name the start-up's "no
+        # request has been measured yet" for every degraded period that came after.
+        reason_kinds: dict[str, dict[str, list]] = {}
         alerts: dict[str, int] = {}
         alert_examples: list[str] = []
         chunks: list[tuple[np.ndarray, ...]] = []
@@ -667,8 +679,12 @@ class SiteSimulator:
             decide_calls += 1
             memory = decision.memory
             gate_counts[decision.gate.state] += 1
-            if decision.gate.state != "online" and decision.gate.reasons:
-                gate_reasons.setdefault(decision.gate.state, decision.gate.reasons[0])
+            if decision.gate.state != "online":
+                kinds = reason_kinds.setdefault(decision.gate.state, {})
+                for reason in decision.gate.reasons:
+                    entry = kinds.setdefault(_reason_kind(reason), [0, reason])
+                    entry[0] += 1
+                    entry[1] = reason
             # --- apply ------------------------------------------------------------------------------------------
             act_delay_s = 0.0
             if self.limit_delay_s is not None and j < len(self.limit_delay_s):
@@ -948,7 +964,13 @@ class SiteSimulator:
             training_devices=training_series,
             admission=admission_series,
             gate=gate_counts,
-            gate_reasons=gate_reasons,
+            gate_reasons={
+                state: max(kinds.values(), key=lambda e: e[0])[1] for state, kinds in reason_kinds.items() if kinds
+            },
+            gate_reason_periods={
+                state: {text: n for n, text in sorted(kinds.values(), key=lambda e: -e[0])}
+                for state, kinds in reason_kinds.items()
+            },
             jobs=self.jobs,
             alerts=alerts,
             alert_examples=alert_examples,
