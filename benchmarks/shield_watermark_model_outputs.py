@@ -10,7 +10,8 @@ as garrison writes it (H.264 CRF 18), read back, and then attacked as in benchma
 - crf28: the delivered clip re-encoded at CRF 28 -> recovered; `crf28_recovered_with_registry`: recovered the way
   `garrison verify` reads it, where a blind decode that names no registered id is decoded again over the registry's
   ids (`watermark.match_payload`), the registry holding this run's ids and `--decoys` (100,000) random others;
-  a clip the pilots do not detect is tested against the registry (`watermark.detect_in_registry`);
+  a clip the pilots do not detect is tested against the registry (`watermark.detect_in_registry`); both look at
+  every id and then at the registered clips whose fingerprint is within 8 bits (`watermark.fit_registry`);
   `registry_false_matches`: the same with the clip's own id left out of the registry, where any id named is wrong
   (of `registry_false_match_trials`: every clip after CRF 28);
 - half: 0.5x area downscale, re-encoded at CRF 23 -> payload bit accuracy (decoded whether or not detected);
@@ -41,6 +42,7 @@ from _shield_clips import crop, downscale_half, h264  # noqa: E402
 from garrison.core.types import Clip, VideoSpec  # noqa: E402
 from garrison.hardware.cpu import cpu_model_name  # noqa: E402
 from garrison.shield import watermark as wm  # noqa: E402
+from garrison.shield.registry import FINGERPRINT_MATCH_BITS, fingerprint, hamming_bits  # noqa: E402
 from garrison.video.io import read_mp4, write_mp4  # noqa: E402
 
 KEY = b"garrison-benchmark-watermark-key"
@@ -124,11 +126,18 @@ def main() -> None:
     rng = random.Random(0)
     rows: dict[str, dict[str, list]] = {name: {} for name in CONFIGS}
     failed: dict[str, list[str]] = {name: [] for name in CONFIGS}
+    # What the registry holds of each clip, as garrison registers it: the marked frames' fingerprint (the decoys
+    # have none, so they never make a shortlist; this run's clips, many alike, are the crowd)
+    marked_clips = {
+        name: [wm.embed(f, p, KEY, config) for f, p in zip(clips, payloads, strict=True)]
+        for name, config in CONFIGS.items()
+    }
+    registered_fp = {name: [fingerprint(m) for m in marked] for name, marked in marked_clips.items()}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (frames, payload) in enumerate(zip(clips, payloads, strict=True)):
             for name, config in CONFIGS.items():
                 r = rows[name]
-                marked = wm.embed(frames, payload, KEY, config)
+                marked = marked_clips[name][i]
                 r.setdefault("psnr", []).append(wm.psnr_db(frames, marked))
                 path = Path(tmp) / f"{i}-{name}.mp4"
                 write_mp4(Clip(marked, fps), path)  # CRF 18, as garrison delivers
@@ -140,17 +149,26 @@ def main() -> None:
                     r.setdefault(f"{attack}_raw", []).append(found.bit_accuracy)
                     if attack == "crf28":
                         # What verify does: an id that names no registered clip is decoded again over the
-                        # registered ids; a clip the pilots miss is tested against them (detect_in_registry).
+                        # registered ids, and a clip the pilots miss is tested against them, each over every id and
+                        # then over the registered clips whose fingerprint is nearest (watermark.fit_registry).
+                        fp = fingerprint(frames_in)
+                        near = sorted(
+                            (hamming_bits(f, fp), j)
+                            for j, f in enumerate(registered_fp[name])
+                            if hamming_bits(f, fp) <= FINGERPRINT_MATCH_BITS
+                        )
+                        shortlist = [payloads[j] for _, j in near]
+                        r.setdefault("shortlist_len", []).append(len(shortlist[: config.registry_shortlist]))
                         read = found.payload if found.payload in registered else None
-                        lookup = wm.match_payload if found.detected else wm.detect_in_registry
                         if read is None:
-                            match = lookup(found, registry, config)
+                            match = wm.fit_registry(found, registry, shortlist, config)
                             read = match.payload if match is not None else None
                             if match is not None and read == payload:
                                 r.setdefault("registry_p", []).append(match.p_value)
                         r.setdefault("crf28_registry_ok", []).append(read == payload)
                         # the same clip, its id not registered: any id named is a false match
-                        wrong = lookup(found, registry[registry != np.uint64(payload)], config)
+                        others = [q for q in shortlist if q != payload]
+                        wrong = wm.fit_registry(found, registry[registry != np.uint64(payload)], others, config)
                         r.setdefault("false_matches", []).append(wrong is not None)
                     if attack == "crf18" and not ok and name == "informed":
                         failed[name].append(f"{i}: {prompts[i]} (pilots {found.bit_accuracy:.2f})")
@@ -177,6 +195,7 @@ def main() -> None:
             "registry_match_p_max": float(f"{max(r.get('registry_p', [0.0])):.3g}"),
             "registry_false_matches": int(np.sum(r.get("false_matches", []))),
             "registry_false_match_trials": len(r.get("false_matches", [])),
+            "fingerprint_shortlist_mean_len": round(float(np.mean(r["shortlist_len"])), 2),
             "crf28_pilot_bit_accuracy": round(float(np.mean(r["crf28_raw"])), 3),
             "half_bit_accuracy": round(float(np.mean(r["half_acc"])), 4),
             "crop10_bit_accuracy": round(float(np.mean(r["crop10_acc"])), 4),

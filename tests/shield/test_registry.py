@@ -34,6 +34,22 @@ def test_register_and_lookup(tmp_path) -> None:
     assert Registry(f"sqlite:///{tmp_path / 'reg.sqlite'}").lookup("00000000000000ff", None).request_id == "req-a"
 
 
+def test_nearest_payloads_are_the_look_alikes_ids_nearest_first(tmp_path) -> None:
+    reg = Registry(tmp_path / "reg.sqlite")
+    clip = moving_clip(64, 64, 16, seed=6)
+    fp = fingerprint(clip)
+    flipped = f"{int(fp, 16) ^ 0b111:032x}"  # 3 bits away
+    reg.register("req-a", "00000000000000ff", flipped, "builtin", "0" * 64)
+    reg.register("req-b", "00000000000000aa", fp, "builtin", "1" * 64)
+    reg.register("req-c", "00000000000000cc", fingerprint(clip[:, :, ::-1]), "builtin", "2" * 64)  # another video
+    again = fingerprint(h264_roundtrip(clip, 28))
+    assert 0xAA in reg.nearest_payloads(again) and 0xCC not in reg.nearest_payloads(again)  # re-encoded: still near
+    assert set(reg.nearest_payloads(fp)) == {0xAA, 0xFF} and reg.nearest_payloads(fp)[0] == 0xAA
+    assert reg.nearest_payloads(fp, limit=1) == [0xAA]
+    assert reg.nearest_payloads(fp, max_distance=0) == [0xAA]
+    assert reg.nearest_payloads(f"{~int(fp, 16) & (2**128 - 1):032x}") == []  # nothing looks like it
+
+
 def test_a_registry_another_process_creates_at_the_same_moment_still_opens(tmp_path, monkeypatch) -> None:
     """Two workers' first videos open a new registry at once: one CREATE TABLE loses the race and must not fail the
     video (it did, in CI: "table shield_provenance already exists")."""

@@ -237,6 +237,40 @@ def test_detect_in_registry_flags_a_weak_mark_and_only_a_registered_one() -> Non
         assert wm.detect_in_registry(noise, decoys, chunk=4096) is None
 
 
+def test_fit_registry_finds_through_the_fingerprint_shortlist_what_the_whole_registry_cannot() -> None:
+    rng = np.random.default_rng(5)
+    decoys = [int(x) for x in rng.integers(0, 2**63, 20000, dtype=np.uint64)]
+    for seed in range(4):
+        payload = int(rng.integers(0, 2**63))
+        result = _undetected(payload, coded_right=0.77, seed=seed)  # too weak to stand out among 20,001 ids
+        assert wm.detect_in_registry(result, [*decoys, payload], chunk=4096) is None
+        match = wm.fit_registry(result, [*decoys, payload], [decoys[0], payload, decoys[1]])
+        assert match is not None and match.payload == payload and match.p_value <= 1e-6
+        # Its id not registered (so in no shortlist): the look-alikes' ids are not named in its place
+        assert wm.fit_registry(result, decoys, decoys[:16]) is None
+    for seed in range(4):  # unmarked: nothing is named, however short the list
+        noise = _undetected(int(rng.integers(0, 2**63)), coded_right=0.5, seed=200 + seed, pilot_right=0.5)
+        assert wm.fit_registry(noise, decoys, decoys[:1]) is None
+    # A detected mark whose blind decode names no registered id goes through match_payload the same way
+    payload = int(rng.integers(0, 2**63))
+    weak = _weak_result(payload, flip=0.29, seed=3)
+    assert wm.match_payload(weak, [*decoys, payload], chunk=4096) is None
+    found = wm.fit_registry(weak, [*decoys, payload], [payload])
+    assert found is not None and found.payload == payload
+
+
+def test_fit_registry_without_a_shortlist_is_the_whole_registry_test() -> None:
+    rng = np.random.default_rng(6)
+    decoys = [int(x) for x in rng.integers(0, 2**63, 5000, dtype=np.uint64)]
+    payload = int(rng.integers(0, 2**63))
+    result = _undetected(payload, coded_right=0.85, seed=1)
+    alone, fitted = wm.detect_in_registry(result, [*decoys, payload]), wm.fit_registry(result, [*decoys, payload])
+    assert alone is not None and fitted == alone
+    # With a shortlist the whole-registry look spends half the budget: its p-value doubles
+    halved = wm.fit_registry(result, [*decoys, payload], [decoys[0]])
+    assert halved is not None and halved.p_value == pytest.approx(2 * alone.p_value)
+
+
 def test_detect_keeps_the_whole_frame_reading_for_the_registry() -> None:
     clip = moving_clip(64, 64, 16, seed=6)
     found = wm.detect(clip, KEY)

@@ -163,6 +163,21 @@ class Registry:
                     second_d = d
         return best, best_d, second_d
 
+    def nearest_payloads(
+        self, fingerprint_hex: str, max_distance: int = FINGERPRINT_MATCH_BITS, limit: int = 16
+    ) -> list[int]:
+        """The watermark ids of the registered clips whose fingerprint is within `max_distance` bits of this one,
+        nearest first, at most `limit` (the shortlist of `watermark.fit_registry`; a linear scan like
+        `nearest_fingerprint`)."""
+        near: list[tuple[int, int, int]] = []
+        with Session(self.engine) as session:
+            for record in session.scalars(select(ProvenanceRecord)):
+                d = hamming_bits(record.fingerprint, fingerprint_hex)
+                if d <= max_distance:
+                    near.append((d, record.id, int(record.watermark_payload, 16)))
+        near.sort()
+        return list(dict.fromkeys(payload for _, _, payload in near))[:limit]
+
     def payloads(self, batch: int = 65536) -> Iterator[int]:
         """Every registered watermark id, as ints, streamed in id order (for `watermark.match_payload`)."""
         last = 0
