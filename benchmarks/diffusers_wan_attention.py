@@ -24,17 +24,12 @@ from typing import Any
 
 import torch
 
-from garrison.video.pipelines.diffusers_backend import DiffusersPipeline, Optimizations
-from garrison.video.pipelines.diffusers_random import build_random_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from diffusers_wan_gpu import forward_once  # noqa: E402  (the same forward the step-time benchmark checks)
+from garrison.video.pipelines.diffusers_backend import DiffusersPipeline, Optimizations  # noqa: E402
+from garrison.video.pipelines.diffusers_random import build_random_pipeline  # noqa: E402
 
 BACKENDS = ["native", "_native_flash", "_native_cudnn", "_native_efficient"]
-
-
-def forward(pipeline: DiffusersPipeline, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    transformer = pipeline.pipe.transformer
-    with torch.no_grad(), transformer.cache_context("cond"):
-        out = transformer(**inputs, return_dict=False)[0]
-    return out.float().clone()
 
 
 def timed(
@@ -49,13 +44,13 @@ def timed(
 
     sync()
     t0 = time.perf_counter()
-    out = forward(pipeline, inputs)
+    out = forward_once(pipeline, inputs)
     sync()
     first_s = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        forward(pipeline, inputs)
+        forward_once(pipeline, inputs)
         sync()
         times.append(time.perf_counter() - t)
     return out, first_s, statistics.median(times)

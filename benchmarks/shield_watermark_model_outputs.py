@@ -14,8 +14,9 @@ as garrison writes it (H.264 CRF 18), read back, and then attacked as in benchma
   every id and then at the registered clips whose fingerprint is within 8 bits (`watermark.fit_registry`);
   `registry_false_matches`: the same with the clip's own id left out of the registry, where any id named is wrong
   (of `registry_false_match_trials`: every clip after CRF 28);
-- half: 0.5x area downscale, re-encoded at CRF 23 -> payload bit accuracy (decoded whether or not detected);
-- crop10: 10% of each axis cut away at a random offset, re-encoded at CRF 23 -> payload bit accuracy.
+- half: 0.5x area downscale, re-encoded at CRF 23 -> payload bit accuracy (decoded whether or not detected), and
+  `half_recovered_with_registry`: the id named the way verify names it, as for crf28;
+- crop10: 10% of each axis cut away at a random offset, re-encoded at CRF 23 -> the same two figures.
 "informed" is the shipped default (`WatermarkConfig()`); "plain" is the same mark at one amplitude everywhere.
 `--prompts world` (the default) draws from the public prompt sets (evaluate/prompts.json: template, synonym and
 paraphrase captions of the model's world, every duration and aspect), which is what the built-in model is for;
@@ -112,6 +113,30 @@ def bit_accuracy(a: int, b: int) -> float:
     return 1.0 - bin(a ^ b).count("1") / wm.PAYLOAD_BITS
 
 
+def shortlist_for(frames: np.ndarray, registered_fp: list[str], payloads: list[int]) -> list[int]:
+    """The ids of the registered clips whose fingerprint is within FINGERPRINT_MATCH_BITS of `frames`', nearest
+    first (`Registry.nearest_payloads` on this run's clips)."""
+    fp = fingerprint(frames)
+    near = sorted((hamming_bits(f, fp), j) for j, f in enumerate(registered_fp))
+    return [payloads[j] for d, j in near if d <= FINGERPRINT_MATCH_BITS]
+
+
+def verify_reads(
+    frames: np.ndarray,
+    registry: np.ndarray,
+    registered: set[int],
+    registered_fp: list[str],
+    payloads: list[int],
+    config: wm.WatermarkConfig,
+) -> int | None:
+    """The id `garrison verify` would name for `frames`: the blind decode if registered, else `fit_registry`'s."""
+    found = wm.detect(frames, KEY, config)
+    if found.detected and found.payload in registered:
+        return found.payload
+    match = wm.fit_registry(found, registry, shortlist_for(frames, registered_fp, payloads), config)
+    return match.payload if match is not None else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=24)
@@ -151,13 +176,7 @@ def main() -> None:
                         # What verify does: an id that names no registered clip is decoded again over the
                         # registered ids, and a clip the pilots miss is tested against them, each over every id and
                         # then over the registered clips whose fingerprint is nearest (watermark.fit_registry).
-                        fp = fingerprint(frames_in)
-                        near = sorted(
-                            (hamming_bits(f, fp), j)
-                            for j, f in enumerate(registered_fp[name])
-                            if hamming_bits(f, fp) <= FINGERPRINT_MATCH_BITS
-                        )
-                        shortlist = [payloads[j] for _, j in near]
+                        shortlist = shortlist_for(frames_in, registered_fp[name], payloads)
                         r.setdefault("shortlist_len", []).append(len(shortlist[: config.registry_shortlist]))
                         read = found.payload if found.payload in registered else None
                         if read is None:
@@ -175,6 +194,11 @@ def main() -> None:
                 for attack, fn in (("half", downscale_half), ("crop10", lambda f: crop(f, 0.1, rng))):
                     attacked = h264(fn(delivered), 23, fps=fps)
                     r.setdefault(f"{attack}_acc", []).append(bit_accuracy(wm.decode_payload(attacked, KEY), payload))
+                    # and the id as verify would name it (blind, else the registry's look over every id and the
+                    # fingerprint shortlist)
+                    r.setdefault(f"{attack}_registry_ok", []).append(
+                        verify_reads(attacked, registry, registered, registered_fp[name], payloads, config) == payload
+                    )
     out: dict = {
         "benchmark": "shield_watermark_model_outputs",
         "date": date.today().isoformat(),
@@ -199,6 +223,8 @@ def main() -> None:
             "crf28_pilot_bit_accuracy": round(float(np.mean(r["crf28_raw"])), 3),
             "half_bit_accuracy": round(float(np.mean(r["half_acc"])), 4),
             "crop10_bit_accuracy": round(float(np.mean(r["crop10_acc"])), 4),
+            "half_recovered_with_registry": round(float(np.mean(r["half_registry_ok"])), 3),
+            "crop10_recovered_with_registry": round(float(np.mean(r["crop10_registry_ok"])), 3),
             "psnr_db_mean": round(float(np.mean(r["psnr"])), 2),
             "psnr_db_min": round(float(np.min(r["psnr"])), 2),
         }
