@@ -259,6 +259,24 @@ def test_fit_registry_finds_through_the_fingerprint_shortlist_what_the_whole_reg
     assert found is not None and found.payload == payload
 
 
+def test_fit_registry_tries_every_crop_geometry_for_the_shortlist() -> None:
+    rng = np.random.default_rng(8)
+    decoys = [int(x) for x in rng.integers(0, 2**63, 2000, dtype=np.uint64)]
+    payload = int(rng.integers(0, 2**63))
+    # An undetected clip whose coded bits read right (0.85) only at one crop's geometry, noise everywhere else
+    coded = rng.normal(size=(25, 25, wm.CODED_BITS)).astype(np.float32)
+    truth = wm.encode_bits(payload)
+    wrong = rng.random(wm.CODED_BITS) < 0.15
+    coded[3, 7] = np.where(wrong, -truth, truth) * rng.uniform(0.2, 1.0, wm.CODED_BITS)
+    result = wm.WatermarkResult(False, 1e-3, 0.7, whole_frame=(coded[0, 0], 70, 100), hypothesis_coded=coded)
+    assert wm.detect_in_registry(result, [*decoys, payload]) is None  # the whole frame reads noise
+    match = wm.fit_registry(result, decoys, [decoys[5], payload])
+    assert match is not None and match.payload == payload and match.p_value <= 1e-6
+    assert wm.fit_registry(result, decoys, decoys[:16]) is None  # its id on no list: nothing named
+    noise = wm.WatermarkResult(False, 0.5, 0.5, whole_frame=(coded[0, 0], 50, 100), hypothesis_coded=coded * 0)
+    assert wm.fit_registry(noise, decoys, [payload]) is None
+
+
 def test_fit_registry_without_a_shortlist_is_the_whole_registry_test() -> None:
     rng = np.random.default_rng(6)
     decoys = [int(x) for x in rng.integers(0, 2**63, 5000, dtype=np.uint64)]

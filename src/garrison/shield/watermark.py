@@ -176,6 +176,9 @@ class WatermarkResult:
     # At the whole-frame hypothesis: every symbol's soft value, pilots read right, pilots not erased
     # (for `detect_in_registry`).
     whole_frame: tuple[np.ndarray, int, int] | None = field(default=None, repr=False)
+    # When not detected: the coded bits' soft values at every geometry hypothesis, (ny, nx, 140), [0, 0] the whole
+    # frame (for `fit_registry`'s look over a fingerprint shortlist, which can afford to try every crop).
+    hypothesis_coded: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields `garrison verify` reports (payload as 16 hex digits)."""
@@ -796,6 +799,7 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
         # (143 of 144, against 144), while they decode two more blind.
         coded_soft=_candidate_soft(a, config, 1, weighted=False)[0] if detected else None,
         whole_frame=(a.symbols[0, 0], int(a.matches[0, 0]), int(a.counted[0, 0])),
+        hypothesis_coded=None if detected else a.symbols[..., :CODED_BITS].astype(np.float32),
     )
 
 
@@ -932,8 +936,41 @@ def fit_registry(
     lookup = match_payload if result.detected else detect_in_registry
     match = lookup(result, candidates, config, budget_share=1.0 - fraction)
     if match is None and shortlist:
-        match = lookup(result, shortlist, config, budget_share=fraction)
+        if result.detected or result.hypothesis_coded is None:
+            match = lookup(result, shortlist, config, budget_share=fraction)
+        else:
+            match = _shortlist_match_any_geometry(result.hypothesis_coded, shortlist, config, fraction)
     return match
+
+
+def _shortlist_match_any_geometry(
+    coded: np.ndarray, shortlist: list[int], config: WatermarkConfig, budget_share: float
+) -> PayloadMatch | None:
+    """`detect_in_registry` over a short list of ids at every geometry hypothesis, not the whole frame alone: a
+    cropped clip the pilots missed reads its coded bits right only at its crop's geometry. The budget is split as the
+    pilots' is (`whole_frame_alpha_share` to the whole frame, the rest evenly over the crops), and each side tests
+    its best-correlating (hypothesis, id) pair: by the union bound over every pair, a false match has probability at
+    most the side's share. With one or two ids on the list, the 624 crops cost less than a registry of 100,000 does.
+    """
+    soft_all = coded.reshape(-1, CODED_BITS).astype(np.float32)  # (hypotheses, 140), [0] the whole frame
+    ids = np.array(shortlist, dtype=np.uint64)
+    words = encode_many(ids).astype(np.float32)  # (ids, 140)
+    corr = soft_all @ words.T
+    share = config.registry_alpha_share * budget_share
+    w0 = config.whole_frame_alpha_share if len(soft_all) > 1 else 1.0
+    sides = [(corr[:1], 0, share * w0, 1)]
+    if len(soft_all) > 1:
+        sides.append((corr[1:], 1, share * (1.0 - w0), len(soft_all) - 1))
+    best: PayloadMatch | None = None
+    for block, first, side_share, hypotheses in sides:
+        h, i = np.unravel_index(int(np.argmax(block)), block.shape)
+        soft = soft_all[first + h]
+        agreement = int(((words[i] * soft) > 0).sum())
+        tail = codeword_agreement_tail(soft, agreement)
+        p_value = float(min(1.0, tail * hypotheses * len(ids) / side_share))
+        if p_value <= config.false_positive_rate and (best is None or p_value < best.p_value):
+            best = PayloadMatch(int(ids[i]), agreement, int((soft != 0).sum()), p_value)
+    return best
 
 
 def decode_payload(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None) -> int:
