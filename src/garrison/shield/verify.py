@@ -247,19 +247,22 @@ class Shield:
         out["watermark"] = result.to_dict()
         out["watermark"]["payload_source"] = "decoded" if result.detected else None
         fp = fingerprint(frames)
-        # The registered clips that look most like this one: a short list the registry tests also look at alone
-        shortlist = self.registry.nearest_payloads(fp, limit=config.registry_shortlist)
+
+        def shortlist() -> list[int]:
+            # The registered clips that look most like this one: a short list the registry tests also look at alone
+            return self.registry.nearest_payloads(fp, limit=config.registry_shortlist)
+
         if result.detected and self.registry.by_watermark(out["watermark"]["payload"]) is None:
             # Blind decoding read an id garrison never issued: the channel was weak (a dark clip re-encoded at CRF
             # 28). Decode again over the ids it did issue, with the chance of a wrong fit bounded.
-            match = watermark.fit_registry(result, self.registry.payloads(), shortlist, config)
+            match = watermark.fit_registry(result, self.registry.payloads(), shortlist(), config)
             if match is not None:
                 out["watermark"]["payload"] = watermark.payload_hex(match.payload)
                 out["watermark"]["payload_source"] = "registry"
                 out["watermark"]["payload_match_p_value"] = float(f"{match.p_value:.3g}")
         elif not result.detected and result.whole_frame is not None:
             # The pilots alone fell short: test the coded bits against the ids garrison issued.
-            match = watermark.fit_registry(result, self.registry.payloads(), shortlist, config)
+            match = watermark.fit_registry(result, self.registry.payloads(), shortlist(), config)
             if match is not None:
                 p_value = float(f"{match.p_value:.3g}")
                 out["watermark"].update(
