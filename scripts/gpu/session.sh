@@ -6,6 +6,7 @@
 #             of the built-in model; weights come back in <16 MiB chunks (join with cat)
 #   fit       the fine-tune alone (no calibration or smoke run): all of the lent time goes to training
 #   wan       benchmarks/diffusers_wan_gpu.py, $WAN_MODES at 50 steps
+#   attention benchmarks/diffusers_wan_attention.py: one Wan forward per attention backend, then compiled
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT=${OUT:-/tmp/out}
@@ -39,5 +40,8 @@ fit)
   ;;
 wan)
   python3 benchmarks/diffusers_wan_gpu.py --modes "${WAN_MODES:-stock,compiled}" --out "$OUT/wan.json" 2>&1 | tee "$OUT/wan.log" | tail -40
+  ;;
+attention)
+  python3 benchmarks/diffusers_wan_attention.py --out "$OUT/attention.json" 2>&1 | tee "$OUT/attention.log" | tail -8
   ;;
 esac
