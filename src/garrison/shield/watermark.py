@@ -48,7 +48,9 @@ How it works:
   the binomial tail understated it by hundreds to thousands of times near another id's codeword) times the ids
   compared, is under the same false-positive rate). Where even the pilots fall short (a 64x64 2 s clip of a prompt
   outside the model's world), `detect_in_registry` tests the coded bits against the issued ids, with a tenth of the
-  false-positive budget (`registry_alpha_share`). A lower-rate code, fewer
+  false-positive budget (`registry_alpha_share`). `fit_registry` runs whichever applies twice: over every issued id
+  with half its budget, and over the few registered clips whose perceptual fingerprint is nearest this one's with
+  the other half (for a clip the pilots missed, at every crop geometry). A lower-rate code, fewer
   pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26, 144 model
   clips after CRF 28: rate 1/3 0.92-0.94 recovered, 64 pilots 0.95-0.97, a 16x16 grid 0.81-0.83, a codec loop
   0.94, against 0.979).
