@@ -50,6 +50,21 @@ def test_nearest_payloads_are_the_look_alikes_ids_nearest_first(tmp_path) -> Non
     assert reg.nearest_payloads(f"{~int(fp, 16) & (2**128 - 1):032x}") == []  # nothing looks like it
 
 
+def test_a_fingerprint_match_needs_a_margin_over_other_requests(tmp_path) -> None:
+    reg = Registry(tmp_path / "reg.sqlite")
+    fp = fingerprint(moving_clip(64, 64, 16, seed=7))
+    reg.register("req-a", "00000000000000ff", fp, "builtin", "0" * 64)
+    reg.register("req-a", "00000000000000fe", f"{int(fp, 16) ^ 0b1:032x}", "builtin", "1" * 64)  # same request
+    reg.register("req-b", "00000000000000aa", f"{int(fp, 16) ^ 0xF0F:032x}", "builtin", "2" * 64)  # 8 bits away
+    near = reg.neighbours(fp)
+    assert [d for d, *_ in near.near] == [0, 1, 8] and near.unambiguous_match() == ("req-a", 0)
+    assert reg.lookup(None, fp, near).request_id == "req-a"  # the scan a caller already holds, reused
+    # another request 3 bits from the nearest clip: under the 4-bit margin, so no request is named
+    reg.register("req-c", "00000000000000cc", f"{int(fp, 16) ^ 0b111:032x}", "builtin", "3" * 64)
+    assert reg.neighbours(fp).unambiguous_match() == (None, None) and not reg.lookup(None, fp).match
+    assert reg.neighbours(fp).payloads(limit=2) == [0xFF, 0xFE]
+
+
 def test_a_registry_another_process_creates_at_the_same_moment_still_opens(tmp_path, monkeypatch) -> None:
     """Two workers' first videos open a new registry at once: one CREATE TABLE loses the race and must not fail the
     video (it did, in CI: "table shield_provenance already exists")."""

@@ -167,12 +167,20 @@ def test_encode_many_matches_encode_bits() -> None:
         assert np.array_equal(word, wm.encode_bits(int(payload)))
 
 
+def _gaussian_channel(truth: np.ndarray, flip: float, rng: np.random.Generator) -> np.ndarray:
+    """`truth` (+-1) plus Gaussian noise whose sigma flips `flip` of the signs on average: the detector's channel,
+    where a soft value's magnitude says how likely its sign is right."""
+    from scipy.special import ndtri
+
+    if flip >= 0.5:
+        return rng.normal(0.0, 1.0, truth.shape)  # no signal at all
+    sigma = 1.0 / float(ndtri(1.0 - flip)) if flip > 0 else 1e-3
+    return truth + rng.normal(0.0, sigma, truth.shape)
+
+
 def _weak_result(payload: int, flip: float, seed: int) -> wm.WatermarkResult:
-    """A detected mark whose coded bits came through a channel that flipped `flip` of them."""
-    rng = np.random.default_rng(seed)
-    word = wm.encode_bits(payload)
-    flips = rng.random(word.shape) < flip
-    soft = np.where(flips, -word, word) * rng.uniform(0.2, 1.0, word.shape)
+    """A detected mark whose coded bits came through a Gaussian channel that flips `flip` of them."""
+    soft = _gaussian_channel(wm.encode_bits(payload), flip, np.random.default_rng(seed))
     return wm.WatermarkResult(True, 1e-9, 0.8, coded_soft=soft)
 
 
@@ -211,11 +219,10 @@ def _undetected(payload: int, coded_right: float, seed: int, pilot_right: float 
     """A mark the pilots alone do not flag (70 of 100 right: p 4e-5); `coded_right` of its coded bits read right."""
     rng = np.random.default_rng(seed)
     pilots = rng.choice([-1.0, 1.0], 100)
-    parts = []
-    for truth, right in ((wm.encode_bits(payload), coded_right), (pilots, pilot_right)):
-        wrong = np.zeros(truth.shape, dtype=bool)  # exactly (1 - right) of them read wrong
-        wrong[rng.choice(truth.size, round((1 - right) * truth.size), replace=False)] = True
-        parts.append(np.where(wrong, -truth, truth) * rng.uniform(0.2, 1.0, truth.shape))
+    parts = [
+        _gaussian_channel(truth, 1.0 - right, rng)
+        for truth, right in ((wm.encode_bits(payload), coded_right), (pilots, pilot_right))
+    ]
     symbols = np.concatenate(parts)
     k = int((np.sign(parts[1]) == pilots).sum())
     return wm.WatermarkResult(False, 1e-3, k / 100, whole_frame=(symbols, k, 100))
@@ -242,7 +249,7 @@ def test_fit_registry_finds_through_the_fingerprint_shortlist_what_the_whole_reg
     decoys = [int(x) for x in rng.integers(0, 2**63, 20000, dtype=np.uint64)]
     for seed in range(4):
         payload = int(rng.integers(0, 2**63))
-        result = _undetected(payload, coded_right=0.77, seed=seed)  # too weak to stand out among 20,001 ids
+        result = _undetected(payload, coded_right=0.69, seed=seed)  # too weak to stand out among 20,001 ids
         assert wm.detect_in_registry(result, [*decoys, payload], chunk=4096) is None
         match = wm.fit_registry(result, [*decoys, payload], [decoys[0], payload, decoys[1]])
         assert match is not None and match.payload == payload and match.p_value <= 1e-6
@@ -253,7 +260,7 @@ def test_fit_registry_finds_through_the_fingerprint_shortlist_what_the_whole_reg
         assert wm.fit_registry(noise, decoys, decoys[:1]) is None
     # A detected mark whose blind decode names no registered id goes through match_payload the same way
     payload = int(rng.integers(0, 2**63))
-    weak = _weak_result(payload, flip=0.29, seed=3)
+    weak = _weak_result(payload, flip=0.25, seed=3)
     assert wm.match_payload(weak, [*decoys, payload], chunk=4096) is None
     found = wm.fit_registry(weak, [*decoys, payload], [payload])
     assert found is not None and found.payload == payload
@@ -346,3 +353,28 @@ def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_c
     assert wm.codeword_agreement_tail(word, 112) > 100 * bdtrc(111, 140, 0.5)
     with pytest.raises(ValueError):
         wm.codeword_agreement_tail(word[:100], 50)
+
+
+def test_codeword_score_tail_is_exact_for_soft_weights() -> None:
+    rng = np.random.default_rng(12)
+    ids = rng.integers(0, 2**63, 400_000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 400_000).astype(
+        np.uint64
+    )
+    codewords = wm.encode_many(ids)
+    soft = wm.encode_bits(0x0BAD_C0DE_0000_0002) + rng.normal(0.0, 1.0, wm.CODED_BITS)
+    soft[rng.choice(wm.CODED_BITS, 20, replace=False)] = 0.0
+    weights = wm.score_weights(soft, 16)
+    assert np.abs(weights).max() == 16 and np.all(weights[soft == 0] == 0)
+    assert np.all(np.sign(weights)[weights != 0] == np.sign(soft)[weights != 0])  # signs kept, small ones erased
+    scores = wm.codeword_score(weights, codewords)
+    # the score as a correlation equals the weights its codeword agrees with, summed
+    assert np.array_equal(scores[:50], [(np.abs(weights) * (c == np.sign(weights))).sum() for c in codewords[:50]])
+    half = int(np.abs(weights).sum()) // 2
+    for s in (half, half + 40, half + 80):  # Monte Carlo over 400,000 random ids against the trellis count
+        hits, expected = int((scores >= s).sum()), wm.codeword_score_tail(weights, s) * len(ids)
+        assert expected > 50 and abs(hits - expected) <= 4 * expected**0.5  # within 4 sigma (Poisson)
+    # unit weights are the agreement count
+    signs = np.sign(soft).astype(np.int64)
+    assert wm.codeword_score_tail(signs, 80) == wm.codeword_agreement_tail(soft, 80)
+    assert wm.codeword_score_tail(weights, 0) == 1.0 and wm.codeword_score_tail(weights, 10**6) == 0.0
+    assert np.array_equal(wm.score_weights(soft, 0), signs)

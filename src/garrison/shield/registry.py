@@ -47,6 +47,31 @@ class ProvenanceRecord(_Base):
 
 
 @dataclass(frozen=True)
+class FingerprintNeighbours:
+    """Registered clips within FINGERPRINT_MATCH_BITS + FINGERPRINT_MARGIN_BITS of a fingerprint, nearest first:
+    (distance, record id, request id, watermark id). Farther ones decide nothing: a match must be within
+    FINGERPRINT_MATCH_BITS and lead any other request by FINGERPRINT_MARGIN_BITS."""
+
+    near: list[tuple[int, int, str, int]]
+
+    def payloads(self, max_distance: int = FINGERPRINT_MATCH_BITS, limit: int = 16) -> list[int]:
+        """Watermark ids within `max_distance`, nearest first, each once, at most `limit`."""
+        ids = (payload for d, _, _, payload in self.near if d <= max_distance)
+        return list(dict.fromkeys(ids))[:limit]
+
+    def unambiguous_match(self) -> tuple[str | None, int | None]:
+        """The nearest clip's request and distance, if within FINGERPRINT_MATCH_BITS and FINGERPRINT_MARGIN_BITS
+        nearer than any clip of another request; else (None, None)."""
+        if not self.near or self.near[0][0] > FINGERPRINT_MATCH_BITS:
+            return None, None
+        distance, _, request_id, _ = self.near[0]
+        runner_up = next((d for d, _, other, _ in self.near if other != request_id), None)
+        if runner_up is not None and runner_up - distance < FINGERPRINT_MARGIN_BITS:
+            return None, None
+        return request_id, distance
+
+
+@dataclass(frozen=True)
 class RegistryMatch:
     match: bool
     request_id: str | None = None
@@ -147,36 +172,32 @@ class Registry:
             stmt = select(ProvenanceRecord).where(ProvenanceRecord.watermark_payload == payload_hex.lower())
             return session.scalars(stmt.order_by(ProvenanceRecord.id.desc())).first()
 
-    def nearest_fingerprint(self, fingerprint_hex: str) -> tuple[ProvenanceRecord | None, int, int]:
-        """The closest record, its Hamming distance, and the distance of the closest record from another request
-        (a linear scan: fine to ~10^6 outputs)."""
-        best: ProvenanceRecord | None = None
-        best_d = second_d = FINGERPRINT_BITS + 1
+    def neighbours(self, fingerprint_hex: str) -> FingerprintNeighbours:
+        """The registered clips whose fingerprint is near this one, from one linear scan of (id, fingerprint,
+        request, watermark id) columns (fine to ~10^6 outputs): what `lookup` and the watermark's shortlist
+        (`watermark.fit_registry`) both need, so `garrison verify` scans once."""
+        reach = FINGERPRINT_MATCH_BITS + FINGERPRINT_MARGIN_BITS
+        near: list[tuple[int, int, str, int]] = []
+        columns = select(
+            ProvenanceRecord.id,
+            ProvenanceRecord.fingerprint,
+            ProvenanceRecord.request_id,
+            ProvenanceRecord.watermark_payload,
+        )
         with Session(self.engine) as session:
-            for record in session.scalars(select(ProvenanceRecord)):
-                d = hamming_bits(record.fingerprint, fingerprint_hex)
-                if d < best_d:
-                    if best is not None and best.request_id != record.request_id:
-                        second_d = best_d
-                    best, best_d = record, d
-                elif d < second_d and best is not None and record.request_id != best.request_id:
-                    second_d = d
-        return best, best_d, second_d
+            for record_id, fp, request_id, payload_hex in session.execute(columns):
+                d = hamming_bits(fp, fingerprint_hex)
+                if d < reach:
+                    near.append((d, int(record_id), request_id, int(payload_hex, 16)))
+        near.sort()
+        return FingerprintNeighbours(near)
 
     def nearest_payloads(
         self, fingerprint_hex: str, max_distance: int = FINGERPRINT_MATCH_BITS, limit: int = 16
     ) -> list[int]:
         """The watermark ids of the registered clips whose fingerprint is within `max_distance` bits of this one,
-        nearest first, at most `limit` (the shortlist of `watermark.fit_registry`; a linear scan like
-        `nearest_fingerprint`)."""
-        near: list[tuple[int, int, int]] = []
-        with Session(self.engine) as session:
-            for record in session.scalars(select(ProvenanceRecord)):
-                d = hamming_bits(record.fingerprint, fingerprint_hex)
-                if d <= max_distance:
-                    near.append((d, record.id, int(record.watermark_payload, 16)))
-        near.sort()
-        return list(dict.fromkeys(payload for _, _, payload in near))[:limit]
+        nearest first, at most `limit` (the shortlist of `watermark.fit_registry`)."""
+        return self.neighbours(fingerprint_hex).payloads(max_distance, limit)
 
     def payloads(self, batch: int = 65536) -> Iterator[int]:
         """Every registered watermark id, as ints, streamed in id order (for `watermark.match_payload`)."""
@@ -195,17 +216,23 @@ class Registry:
                     yield int(payload_hex, 16)
                 last = rows[-1][0]
 
-    def lookup(self, watermark_payload: str | None, fingerprint_hex: str | None) -> RegistryMatch:
-        """Find the originating request: by watermark id first, then by fingerprint."""
+    def lookup(
+        self,
+        watermark_payload: str | None,
+        fingerprint_hex: str | None,
+        neighbours: FingerprintNeighbours | None = None,
+    ) -> RegistryMatch:
+        """Find the originating request: by watermark id first, then by fingerprint (from `neighbours`, when the
+        caller has already scanned for this fingerprint)."""
         if watermark_payload:
             record = self.by_watermark(watermark_payload)
             if record is not None:
                 return RegistryMatch(True, record.request_id, "watermark", None)
         if fingerprint_hex:
-            record, distance, runner_up = self.nearest_fingerprint(fingerprint_hex)
-            unambiguous = runner_up - distance >= FINGERPRINT_MARGIN_BITS
-            if record is not None and distance <= FINGERPRINT_MATCH_BITS and unambiguous:
-                return RegistryMatch(True, record.request_id, "fingerprint", distance)
+            near = neighbours if neighbours is not None else self.neighbours(fingerprint_hex)
+            request_id, distance = near.unambiguous_match()
+            if request_id is not None:
+                return RegistryMatch(True, request_id, "fingerprint", distance)
         return RegistryMatch(False)
 
     def count(self) -> int:

@@ -247,10 +247,12 @@ class Shield:
         out["watermark"] = result.to_dict()
         out["watermark"]["payload_source"] = "decoded" if result.detected else None
         fp = fingerprint(frames)
+        # The registered clips that look like this one, scanned for once: the registry tests also look at their ids
+        # alone (a short list), and the lookup below names a request by them when no watermark id does.
+        neighbours = self.registry.neighbours(fp)
 
         def shortlist() -> list[int]:
-            # The registered clips that look most like this one: a short list the registry tests also look at alone
-            return self.registry.nearest_payloads(fp, limit=config.registry_shortlist)
+            return neighbours.payloads(limit=config.registry_shortlist)
 
         if result.detected and self.registry.by_watermark(out["watermark"]["payload"]) is None:
             # Blind decoding read an id garrison never issued: the channel was weak (a dark clip re-encoded at CRF
@@ -272,7 +274,7 @@ class Shield:
                     payload_source="registry",
                     payload_match_p_value=p_value,
                 )
-        match = self.registry.lookup(out["watermark"]["payload"], fp)
+        match = self.registry.lookup(out["watermark"]["payload"], fp, neighbours)
         out["registry"] = match.to_dict()
         self.audit.append(
             "verification",

@@ -118,6 +118,12 @@ class WatermarkConfig:
     # few instead of the registry's size: on 72 out-of-world model clips after CRF 28, recovered 0.958 -> 0.986.
     shortlist_alpha_fraction: float = 0.5
     registry_shortlist: int = 16
+    # The registry tests score an id by the soft values' weights its codeword agrees with (`score_weights`, this many
+    # levels; 0 counts agreeing signs) and read the chips weighted by their neighbourhood's pilots. On 72 model clips
+    # of prompts outside its world after CRF 28, the weakest true id's tail went from 5e-8 (signs, unweighted) to
+    # 8e-11 (scores) and 7e-16 (scores of pilot-weighted chips).
+    registry_score_levels: int = 16
+    registry_pilot_weighted: bool = True
     crop_scales: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8)  # visible fraction per axis tried besides 1.0
     offset_step_cells: float = 0.5
     # Chips are clipped at this many times their median magnitude before decoding. 1.0, not 2.0: on the model's
@@ -381,23 +387,75 @@ def codeword_agreement_tail(soft: np.ndarray, agreement: int) -> float:
     signs = np.sign(np.asarray(soft, dtype=np.float64))
     if signs.shape != (CODED_BITS,):
         raise ValueError(f"need {CODED_BITS} soft values, got shape {signs.shape}")
+    return codeword_score_tail(signs.astype(np.int64), agreement)
+
+
+def score_weights(soft: np.ndarray, levels: int) -> np.ndarray:
+    """Integer weights with the signs of `soft` (140,): |soft| in units of its 90th percentile, times `levels`,
+    rounded and capped at `levels` (0 marks an erasure). `levels` 0: the signs alone (every bit weighs 1).
+
+    For a Gaussian channel the log-likelihood ratio of a bit is proportional to its soft value, so the score
+    sum_i w_i [codeword bit i agrees] with w_i ~ |soft_i| is the likelihood test, where the count of agreeing signs
+    throws the magnitudes away (about 2 dB of signal-to-noise ratio on that channel). Integers, so that
+    `codeword_score_tail` can count the codewords by score exactly.
+    """
+    soft = np.asarray(soft, dtype=np.float64)
+    signs = np.sign(soft).astype(np.int64)
+    if levels <= 0:
+        return signs
+    magnitude = np.abs(soft)
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return signs
+    unit = float(np.quantile(nonzero, 0.9)) / levels
+    return np.minimum(np.rint(magnitude / unit), levels).astype(np.int64) * signs
+
+
+def codeword_score(weights: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """sum_i |w_i| [word bit i == sign w_i] for each +-1 codeword row of `words` (n, 140): the score whose tail
+    `codeword_score_tail` gives. As a correlation, (sum |w| + words @ w) / 2, exact in float32 for these sizes."""
+    w = np.asarray(weights)
+    return np.rint((np.abs(w).sum() + words @ w.astype(np.float32)) / 2).astype(np.int64)
+
+
+def codeword_score_tail(weights: np.ndarray, score: int) -> float:
+    """P[a uniformly random id's codeword scores at least `score` against the integer weights (140,)
+    (`codeword_score`)], exactly: the trellis counts all 2^64 codewords by their score, a dynamic programme over
+    (state, score so far). With weights of +-1 it is `codeword_agreement_tail`.
+
+    Valid for any weights computed from the received clip alone (soft magnitudes, the pilots' local channel
+    estimate): an id that did not make the clip is a uniformly random codeword, independent of them.
+    """
+    weights = np.asarray(weights, dtype=np.int64)
+    if weights.shape != (CODED_BITS,):
+        raise ValueError(f"need {CODED_BITS} weights, got shape {weights.shape}")
+    magnitude, signs = np.abs(weights), np.sign(weights)
+    top = int(magnitude.sum())
+    if score <= 0:
+        return 1.0
+    if score > top:
+        return 0.0
     next_state, outputs = _trellis()
     src, bit, dst = _trellis_edges()
-    counts = np.zeros((next_state.shape[0], CODED_BITS + 1))
+    first = np.zeros(len(dst), dtype=bool)
+    first[np.unique(dst, return_index=True)[1]] = True  # one incoming edge of each state
+    counts = np.zeros((next_state.shape[0], top + 1))
     counts[0, 0] = 1.0
     steps = CODED_BITS // 2
     for t in range(steps):
-        agree = (outputs[src, bit] == signs[2 * t : 2 * t + 2]).sum(-1)  # erased (0) signs never equal +-1
+        # score each edge adds: the weights of the two coded bits it agrees on (erased bits, sign 0, never agree)
+        gain = ((outputs[src, bit] == signs[2 * t : 2 * t + 2]) * magnitude[2 * t : 2 * t + 2]).sum(-1)
         keep = (bit == 0) | (t < steps - _TAIL_BITS)  # the tail is zeros
         new = np.zeros_like(counts)
-        for a in (0, 1, 2):
-            edges = keep & (agree == a)
-            shifted = np.zeros((int(edges.sum()), CODED_BITS + 1))
-            shifted[:, a:] = counts[src[edges], : CODED_BITS + 1 - a]
-            np.add.at(new, dst[edges], shifted)
+        # Each state has two incoming edges; within `first` (or its complement) every destination appears once,
+        # so a plain fancy-index add is exact (no np.add.at), over at most four distinct gains.
+        for half in (first, ~first):
+            for g in np.unique(gain[half & keep]):
+                edges = half & keep & (gain == g)
+                new[dst[edges], g:] += counts[src[edges], : top + 1 - g]
         counts = new
     total = counts[0].sum()  # 2^64
-    return float(counts[0, max(agreement, 0) :].sum() / total)
+    return float(counts[0, score:].sum() / total)
 
 
 # --- embedding -----------------------------------------------------------------------------------------------------
@@ -731,8 +789,9 @@ def _pilot_weighted_chips(chips: np.ndarray, expected: np.ndarray, is_pilot: np.
     clips of prompts outside its world 57 -> 59, and bit accuracy after 0.5x 0.947 -> 0.958 and 0.840 -> 0.859
     (benchmarks/shield_watermark_model_outputs.py, 2026-11-27, AVX2 EPYC host; a 9-cell window: 5 and 7 read no better).
     """
-    right = uniform_filter(((chips * expected) > 0) * is_pilot, window, mode="constant")
-    total = uniform_filter(is_pilot, window, mode="constant")
+    size = (1,) * (chips.ndim - 2) + (window, window)  # any leading axes are hypotheses, filtered apart
+    right = uniform_filter(((chips * expected) > 0) * is_pilot, size, mode="constant")
+    total = uniform_filter(np.broadcast_to(is_pilot, chips.shape), size, mode="constant")
     cells = float(window * window)
     accuracy = (right * cells + 1.0) / (total * cells + 2.0)
     return chips * np.maximum(np.log(accuracy / (1.0 - accuracy)), 0.0)
@@ -783,6 +842,11 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
     k, n = int(a.matches[iy, ix]), int(a.counted[iy, ix])
     detected = p_value <= config.false_positive_rate
     candidate_soft = _candidate_soft(a, config) if detected else None
+    registry_symbols = a.symbols
+    if not detected and config.registry_pilot_weighted and config.pilot_weight_cells:
+        expected, is_pilot = _pilot_map(a.layout, a.chips.shape[-1])
+        weighted = _pilot_weighted_chips(a.chips, expected, is_pilot, config.pilot_weight_cells)
+        registry_symbols = _symbol_values(weighted, a.layout)
     return WatermarkResult(
         detected=detected,
         p_value=p_value,
@@ -797,11 +861,9 @@ def detect(frames: np.ndarray, key: bytes, config: WatermarkConfig | None = None
             "offset_x": a.hyps[ix][1],
         },
         frames_used=min(frames.shape[0], config.max_frames),
-        # Unweighted for the registry: on 144 model clips after CRF 28 the weighted values named one id fewer there
-        # (143 of 144, against 144), while they decode two more blind.
-        coded_soft=_candidate_soft(a, config, 1, weighted=False)[0] if detected else None,
-        whole_frame=(a.symbols[0, 0], int(a.matches[0, 0]), int(a.counted[0, 0])),
-        hypothesis_coded=None if detected else a.symbols[..., :CODED_BITS].astype(np.float32),
+        coded_soft=_candidate_soft(a, config, 1, weighted=config.registry_pilot_weighted)[0] if detected else None,
+        whole_frame=(registry_symbols[0, 0], int(a.matches[0, 0]), int(a.counted[0, 0])),
+        hypothesis_coded=None if detected else registry_symbols[..., :CODED_BITS].astype(np.float32),
     )
 
 
@@ -839,7 +901,8 @@ def _registry_match(
 ) -> PayloadMatch | None:
     """The candidate whose codeword correlates best with `soft` (140,), if the chance a random codeword agrees as well
     times the ids compared, over `alpha_share` of the budget, is at most the false-positive rate."""
-    soft = soft.astype(np.float32)
+    weights = score_weights(soft, config.registry_score_levels)
+    soft = weights.astype(np.float32)  # the best-correlating codeword is the best-scoring one
     best: tuple[float, int] | None = None
     total = 0
     batch: list[int] = []
@@ -862,8 +925,10 @@ def _registry_match(
     if best is None:
         return None
     payload = best[1]
-    agreement, compared = int(((encode_bits(payload) * soft) > 0).sum()), int((soft != 0).sum())
-    p_value = float(min(1.0, codeword_agreement_tail(soft, agreement) * total / alpha_share))
+    word = encode_bits(payload)
+    agreement, compared = int(((word * soft) > 0).sum()), int((soft != 0).sum())
+    score = int(codeword_score(weights, word[None])[0])
+    p_value = float(min(1.0, codeword_score_tail(weights, score) * total / alpha_share))
     return PayloadMatch(payload, agreement, compared, p_value) if p_value <= config.false_positive_rate else None
 
 
@@ -954,10 +1019,12 @@ def _shortlist_match_any_geometry(
     its best-correlating (hypothesis, id) pair: by the union bound over every pair, a false match has probability at
     most the side's share. With one or two ids on the list, the 624 crops cost less than a registry of 100,000 does.
     """
-    soft_all = coded.reshape(-1, CODED_BITS).astype(np.float32)  # (hypotheses, 140), [0] the whole frame
+    soft_all = coded.reshape(-1, CODED_BITS)  # (hypotheses, 140), [0] the whole frame
+    weights_all = np.stack([score_weights(s, config.registry_score_levels) for s in soft_all])
     ids = np.array(shortlist, dtype=np.uint64)
     words = encode_many(ids).astype(np.float32)  # (ids, 140)
-    corr = soft_all @ words.T
+    # Scores, not correlations: hypotheses differ in total weight. The union bound holds whichever pair is tested.
+    corr = (np.abs(weights_all).sum(1, keepdims=True) + weights_all.astype(np.float32) @ words.T) / 2
     share = config.registry_alpha_share * budget_share
     w0 = config.whole_frame_alpha_share if len(soft_all) > 1 else 1.0
     sides = [(corr[:1], 0, share * w0, 1)]
@@ -968,7 +1035,7 @@ def _shortlist_match_any_geometry(
         h, i = np.unravel_index(int(np.argmax(block)), block.shape)
         soft = soft_all[first + h]
         agreement = int(((words[i] * soft) > 0).sum())
-        tail = codeword_agreement_tail(soft, agreement)
+        tail = codeword_score_tail(weights_all[first + h], int(round(float(block[h, i]))))
         p_value = float(min(1.0, tail * hypotheses * len(ids) / side_share))
         if p_value <= config.false_positive_rate and (best is None or p_value < best.p_value):
             best = PayloadMatch(int(ids[i]), agreement, int((soft != 0).sum()), p_value)
