@@ -330,17 +330,22 @@ def test_pilot_weighting_discounts_a_region_where_the_pilots_read_at_chance() ->
     assert weighted == 8 and plain == 0
 
 
-def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_codeword() -> None:
-    from scipy.special import bdtrc
-
-    rng = np.random.default_rng(11)
+def _random_codewords_and_received(seed: int, sent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """400,000 random ids and their codewords, and a received vector: the codeword of `sent` (a clip marked with
+    some other id) with unit Gaussian noise and 20 erased bits."""
+    rng = np.random.default_rng(seed)
     ids = rng.integers(0, 2**63, 400_000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 400_000).astype(
         np.uint64
     )
-    codewords = wm.encode_many(ids)
-    # received: a codeword with noise (a clip marked with some other id) and 20 erased bits
-    soft = wm.encode_bits(0x0BAD_C0DE_0000_0001) + rng.normal(0.0, 1.0, wm.CODED_BITS)
+    soft = wm.encode_bits(sent) + rng.normal(0.0, 1.0, wm.CODED_BITS)
     soft[rng.choice(wm.CODED_BITS, 20, replace=False)] = 0.0
+    return ids, wm.encode_many(ids), soft
+
+
+def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_codeword() -> None:
+    from scipy.special import bdtrc
+
+    ids, codewords, soft = _random_codewords_and_received(11, 0x0BAD_C0DE_0000_0001)
     agreement = ((codewords * soft) > 0).sum(1)
     for k in (70, 75, 80):  # Monte Carlo over 400,000 random ids against the trellis count
         hits, expected = int((agreement >= k).sum()), wm.codeword_agreement_tail(soft, k) * len(ids)
@@ -356,13 +361,7 @@ def test_codeword_agreement_tail_is_exact_and_heavier_than_the_binomial_near_a_c
 
 
 def test_codeword_score_tail_is_exact_for_soft_weights() -> None:
-    rng = np.random.default_rng(12)
-    ids = rng.integers(0, 2**63, 400_000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 400_000).astype(
-        np.uint64
-    )
-    codewords = wm.encode_many(ids)
-    soft = wm.encode_bits(0x0BAD_C0DE_0000_0002) + rng.normal(0.0, 1.0, wm.CODED_BITS)
-    soft[rng.choice(wm.CODED_BITS, 20, replace=False)] = 0.0
+    ids, codewords, soft = _random_codewords_and_received(12, 0x0BAD_C0DE_0000_0002)
     weights = wm.score_weights(soft, 16)
     assert np.abs(weights).max() == 16 and np.all(weights[soft == 0] == 0)
     assert np.all(np.sign(weights)[weights != 0] == np.sign(soft)[weights != 0])  # signs kept, small ones erased
