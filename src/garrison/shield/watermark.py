@@ -43,10 +43,13 @@ How it works:
 - Decoding against the registry. Blind Viterbi picks one of 2^64 ids; on the weakest channels (a dark clip after
   CRF 28, 0.77-0.81 of coded bits right, beyond what a rate-1/2 code corrects reliably) its path wanders off while
   the pilots still detect the mark. `garrison verify` then decodes again over the ids garrison issued
-  (`match_payload`: the registered codeword that correlates best, accepted when the chance that any other id fits
-  as well, the exact tail of a random codeword's agreement (`codeword_agreement_tail`, counted on the code's trellis;
-  the binomial tail understated it by hundreds to thousands of times near another id's codeword) times the ids
-  compared, is under the same false-positive rate). Where even the pilots fall short (a 64x64 2 s clip of a prompt
+  (`match_payload`: the registered codeword that scores best, accepted when the chance that any other id scores
+  as well, the exact tail of a random codeword's score (`codeword_score_tail`, counted on the code's trellis; the
+  binomial tail understated it by hundreds to thousands of times near another id's codeword) times the ids
+  compared, is under the same false-positive rate). The score is the sum of the soft values' magnitudes (quantised,
+  `score_weights`) over the coded bits whose sign the codeword matches, the chips weighted by their pilots first: the
+  likelihood test, where counting matching signs threw the magnitudes away (2026-11-27, the weakest true id among
+  72 out-of-world clips after CRF 28: 5e-8 by signs, 7e-16 by score). Where even the pilots fall short (a 64x64 2 s clip of a prompt
   outside the model's world), `detect_in_registry` tests the coded bits against the issued ids, with a tenth of the
   false-positive budget (`registry_alpha_share`). `fit_registry` runs whichever applies twice: over every issued id
   with half its budget, and over the few registered clips whose perceptual fingerprint is nearest this one's with
@@ -884,10 +887,10 @@ class PayloadMatch:
     Attributes:
         payload: the id.
         agreement, compared: coded bits whose received sign agrees with its codeword, of those not erased.
-        p_value: P[a random id's codeword agrees on >= agreement bits] (`codeword_agreement_tail`, exact for the
-            received signs) times the ids compared (Bonferroni): the chance that an id which did not make this
-            video fits it as well. Ids are drawn uniformly at random (`new_payload`), so another id's codeword is a
-            uniformly random codeword, whatever the received signs are.
+        p_value: P[a random id's codeword scores at least as well] (`codeword_score_tail`, exact for the received
+            soft values) times the ids compared (Bonferroni): the chance that an id which did not make this video
+            fits it as well. Ids are drawn uniformly at random (`new_payload`), so another id's codeword is a
+            uniformly random codeword, whatever the received values are.
     """
 
     payload: int
@@ -899,8 +902,9 @@ class PayloadMatch:
 def _registry_match(
     soft: np.ndarray, candidates: Any, config: WatermarkConfig, alpha_share: float, chunk: int
 ) -> PayloadMatch | None:
-    """The candidate whose codeword correlates best with `soft` (140,), if the chance a random codeword agrees as well
-    times the ids compared, over `alpha_share` of the budget, is at most the false-positive rate."""
+    """The candidate whose codeword scores best against `soft` (140,) (`score_weights`, `codeword_score`), if the
+    chance a random codeword scores as well times the ids compared, over `alpha_share` of the budget, is at most the
+    false-positive rate."""
     weights = score_weights(soft, config.registry_score_levels)
     soft = weights.astype(np.float32)  # the best-correlating codeword is the best-scoring one
     best: tuple[float, int] | None = None
@@ -940,16 +944,16 @@ def detect_in_registry(
     budget_share: float = 1.0,
 ) -> PayloadMatch | None:
     """Detection for a clip the pilots alone did not flag, knowing which ids were issued: at the whole-frame
-    hypothesis, the coded bits that agree with the best-fitting registered codeword, against a random codeword's
-    agreement (`codeword_agreement_tail`), times the ids compared (Bonferroni), over `registry_alpha_share` of the
-    false-positive budget. The pilots leave the 140 coded bits' evidence unused, and a registered id tells the
-    detector what those bits should read.
+    hypothesis, the best-scoring registered codeword's score, against a random codeword's (`codeword_score_tail`),
+    times the ids compared (Bonferroni), over `registry_alpha_share` of the false-positive budget. The pilots leave
+    the 140 coded bits' evidence unused, and a registered id tells the detector what those bits should read.
 
     The same bound covers both ways of going wrong, "not marked" and "marked with an id not registered": either way
-    every registered id's codeword is a uniformly random codeword independent of the received signs, and the tail is
-    exact for those signs (near another id's codeword it is far heavier than a binomial's). The pilots are left out
-    of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id whenever
-    the true one is missing from the registry. None: already detected, no whole-frame reading, or no id fits well
+    every registered id's codeword is a uniformly random codeword independent of the received values, and the tail
+    is exact for those values (near another id's codeword it is far heavier than a binomial's). The pilots are left
+    out of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id
+    whenever the true one is missing from the registry. They only weight the chips (where they read at chance, a
+    region's chips lose their vote), which is a function of the clip, not of any id, so the bound stands. None: already detected, no whole-frame reading, or no id fits well
     enough. `budget_share`: the part of `registry_alpha_share` this call may spend (`fit_registry` splits it).
     """
     config = config or WatermarkConfig()
