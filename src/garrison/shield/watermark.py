@@ -49,14 +49,20 @@ How it works:
   compared, is under the same false-positive rate). The score is the sum of the soft values' magnitudes (quantised,
   `score_weights`) over the coded bits whose sign the codeword matches, the chips weighted by their pilots first: the
   likelihood test, where counting matching signs threw the magnitudes away (2026-11-27, the weakest true id among
-  72 out-of-world clips after CRF 28: 5e-8 by signs, 7e-16 by score). Where even the pilots fall short (a 64x64 2 s clip of a prompt
-  outside the model's world), `detect_in_registry` tests the coded bits against the issued ids, with a tenth of the
-  false-positive budget (`registry_alpha_share`). `fit_registry` runs whichever applies twice: over every issued id
-  with half its budget, and over the few registered clips whose perceptual fingerprint is nearest this one's with
-  the other half (for a clip the pilots missed, at every crop geometry). A lower-rate code, fewer
-  pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26, 144 model
-  clips after CRF 28: rate 1/3 0.92-0.94 recovered, 64 pilots 0.95-0.97, a 16x16 grid 0.81-0.83, a codec loop
-  0.94, against 0.979).
+  72 out-of-world clips after CRF 28: 5e-8 by signs, 7e-16 by score). Where even the pilots fall short (a 64x64
+  2 s clip of a prompt outside the model's world), `detect_in_registry` tests the coded bits against the issued
+  ids, with a tenth of the false-positive budget (`registry_alpha_share`). `fit_registry` runs whichever applies
+  twice: over every issued id with half its budget, and over the few registered clips whose perceptual fingerprint
+  is nearest this one's with the other half (for a clip the pilots missed, at every crop geometry). A lower-rate
+  code, fewer pilots, larger cells or a closed loop through H.264 in the embedder did not do better (2026-11-26,
+  144 model clips after CRF 28: rate 1/3 0.92-0.94 recovered, 64 pilots 0.95-0.97, a 16x16 grid 0.81-0.83, a codec
+  loop 0.94, against 0.979).
+- Small frames. What the mark cannot do: a clip 64 px on a side, downscaled to 32 px and re-encoded, keeps too
+  little of it to decode blind (coded bits 0.78-0.97 right after the downscale alone, 0.50-0.63 after H.264 at CRF
+  23 and 0.50-0.91 at CRF 18, three out-of-world model clips, 2026-11-27): 20 cells across 32 px are 1.6 px each,
+  and the codec's error at that size is as large as the mark. Detector settings moved payload bit accuracy there by
+  at most 0.008. Over 72 out-of-world clips after 0.5x, payload bit accuracy is 0.86 blind, and the registry's
+  tests name the id of 0.90.
 """
 
 from __future__ import annotations
@@ -181,14 +187,15 @@ class WatermarkResult:
     geometry: dict[str, float] = field(default_factory=dict)
     frames_used: int = 0
     error: str | None = None
-    # The received soft values of the coded bits at the geometry the pilots fit best (for `match_payload`), when
-    # detected: (140,).
+    # The received soft values of the coded bits at the geometry the pilots fit best, its chips weighted by their
+    # pilots (`registry_pilot_weighted`), when detected: (140,) (for `match_payload`).
     coded_soft: np.ndarray | None = field(default=None, repr=False)
-    # At the whole-frame hypothesis: every symbol's soft value, pilots read right, pilots not erased
-    # (for `detect_in_registry`).
+    # At the whole-frame hypothesis: every symbol's soft value (pilot-weighted chips when not detected), pilots read
+    # right, pilots not erased (for `detect_in_registry`).
     whole_frame: tuple[np.ndarray, int, int] | None = field(default=None, repr=False)
-    # When not detected: the coded bits' soft values at every geometry hypothesis, (ny, nx, 140), [0, 0] the whole
-    # frame (for `fit_registry`'s look over a fingerprint shortlist, which can afford to try every crop).
+    # When not detected: the coded bits' soft values (pilot-weighted chips) at every geometry hypothesis,
+    # (ny, nx, 140), [0, 0] the whole frame (for `fit_registry`'s look over a fingerprint shortlist, which can afford
+    # to try every crop).
     hypothesis_coded: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -886,7 +893,8 @@ class PayloadMatch:
 
     Attributes:
         payload: the id.
-        agreement, compared: coded bits whose received sign agrees with its codeword, of those not erased.
+        agreement, compared: coded bits whose received sign agrees with its codeword, of those not erased (a soft
+            value that `score_weights` rounds to weight 0 counts as erased).
         p_value: P[a random id's codeword scores at least as well] (`codeword_score_tail`, exact for the received
             soft values) times the ids compared (Bonferroni): the chance that an id which did not make this video
             fits it as well. Ids are drawn uniformly at random (`new_payload`), so another id's codeword is a
@@ -953,8 +961,9 @@ def detect_in_registry(
     is exact for those values (near another id's codeword it is far heavier than a binomial's). The pilots are left
     out of the statistic on purpose: on a marked clip they are not coins, and adding them would name a wrong id
     whenever the true one is missing from the registry. They only weight the chips (where they read at chance, a
-    region's chips lose their vote), which is a function of the clip, not of any id, so the bound stands. None: already detected, no whole-frame reading, or no id fits well
-    enough. `budget_share`: the part of `registry_alpha_share` this call may spend (`fit_registry` splits it).
+    region's chips lose their vote), which is a function of the clip, not of any id, so the bound stands. None:
+    already detected, no whole-frame reading, or no id fits well enough. `budget_share`: the part of
+    `registry_alpha_share` this call may spend (`fit_registry` splits it).
     """
     config = config or WatermarkConfig()
     if result.detected or result.whole_frame is None:
@@ -1020,7 +1029,7 @@ def _shortlist_match_any_geometry(
     """`detect_in_registry` over a short list of ids at every geometry hypothesis, not the whole frame alone: a
     cropped clip the pilots missed reads its coded bits right only at its crop's geometry. The budget is split as the
     pilots' is (`whole_frame_alpha_share` to the whole frame, the rest evenly over the crops), and each side tests
-    its best-correlating (hypothesis, id) pair: by the union bound over every pair, a false match has probability at
+    its best-scoring (hypothesis, id) pair: by the union bound over every pair, a false match has probability at
     most the side's share. With one or two ids on the list, the 624 crops cost less than a registry of 100,000 does.
     """
     soft_all = coded.reshape(-1, CODED_BITS)  # (hypotheses, 140), [0] the whole frame
