@@ -43,6 +43,7 @@ from garrison.planner.validate import (
     meter_w,
     metered_cores,
     other_demand_cores,
+    other_demand_while_training,
     others_on_metered_cores,
     predict_demo,
     serving_share,
@@ -367,6 +368,24 @@ def test_other_programs_fill_free_cores_first_then_the_metered_one():
     assert others_on_metered_cores(1.0, metered_free=0.77, machine_free=0.77) == pytest.approx(0.77)
     assert others_on_metered_cores(0.3, metered_free=0.77, machine_free=0.77) == pytest.approx(0.3)
     assert others_on_metered_cores(1.4, metered_free=0.0, machine_free=1.0) == 0.0  # nothing left on the metered one
+
+
+def test_other_programs_use_more_cpu_while_training_runs_on_the_cap70_runs():
+    """Reported, not replayed (validate.other_demand_while_training): the demand the first burst sees once the
+    training process runs is two to three times what it sees before the job, and predicts the rest of the job."""
+    for i in range(1, 12):
+        record = json.loads((DATA / f"demo_record_core_quiet_avx2_cap70_run{i}.json").read_text())
+        calibration = predict_demo(record)["calibration"]
+        before, during = calibration["other_demand_cores"], calibration["other_demand_cores_while_training"]
+        assert before is not None and during is not None and during > 1.8 * before
+        job = record["job"]
+        rest = [p for p in record["other_cpu"] if p["from_s"] >= 30.0 and p["to_s"] <= job["finished_s"]]
+        seconds = sum(p["to_s"] - p["from_s"] for p in rest)
+        rest_demand = sum(p["cores"] * (p["to_s"] - p["from_s"]) for p in rest) / seconds
+        assert rest_demand == pytest.approx(during, abs=0.02)
+    job = {"started_s": 10.0, "submitted_s": 9.0, "finished_s": 50.0}
+    record = {"job": job, "control_period_s": 1.0, "other_cpu": [{"from_s": 11.0, "to_s": 12.0, "cores": 0.1}]}
+    assert other_demand_while_training(record, [_video(0.0, 1.0, 14.0)]) is None  # under 3 s of training seen
 
 
 def test_other_demand_and_the_workers_share_come_from_the_calibration_window():

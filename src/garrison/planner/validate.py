@@ -337,6 +337,26 @@ def other_demand_cores(record: dict[str, Any], until_s: float | None) -> float |
     return sum(p["cores"] * (p["to_s"] - p["from_s"]) for p in periods) / seconds
 
 
+def other_demand_while_training(record: dict[str, Any], calibration: Sequence[dict[str, Any]]) -> float | None:
+    """Other programs' CPU demand, in cores, over the sampled periods of the calibration window in which the
+    training process ran (from a control period after it started to the last calibration video's end). Reported
+    beside `other_demand_cores` (taken before the job), not used by the replay: on the ten cap70 records of
+    2026-11-27 it read 0.079-0.114 cores against 0.028-0.043 before the job, and the rest of the job then ran at
+    0.083-0.103, so the throttled serving core, where that work lands once the training core is full, read 2.93-3.10 W
+    against its 2.6 W limit; replaying with it centred those runs' energy but put the earlier demo configurations
+    further off (docs/measurements.md, "Planner fidelity against demo runs"). None: no such periods, or under 3 s."""
+    job = record["job"]
+    if not calibration or job.get("started_s") is None:
+        return None
+    start = job["started_s"] + float(record.get("training_start_s") or 0.0) + float(record["control_period_s"])
+    end = max(v["completed_s"] for v in calibration)
+    periods = [p for p in record.get("other_cpu") or [] if p["from_s"] >= start and p["to_s"] <= end]
+    seconds = sum(p["to_s"] - p["from_s"] for p in periods)
+    if seconds < 3.0:
+        return None
+    return sum(p["cores"] * (p["to_s"] - p["from_s"]) for p in periods) / seconds
+
+
 def serving_share(record: dict[str, Any], videos: list[dict[str, Any]]) -> float:
     """The share of its core the serving slot's processes used over the sampled periods that lie within the
     `videos`' occupancy (the worker busy throughout) and before any power limit (so it is what the worker got, not
@@ -494,6 +514,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
     # Other programs measured directly (the samples' whole-core readings), over the calibration window: the first
     # burst, before the training job (its core is then free, so their demand shows there instead of on the meter).
     demand = other_demand_cores(record, None if calibrate_on == "all" else job["submitted_s"])
+    demand_training = other_demand_while_training(record, calib)
     # The device's own power while generating, for the profile (the planner's joules elsewhere): one busy core slot.
     power_w = BUILTIN_ACTIVE_W_PER_CORE
     point = replace(
@@ -679,6 +700,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             "metered_w": round(sum(j for _, j, _ in windows) / sum(s for s, _, _ in windows), 3) if windows else None,
             "background_share": round(share, 3),
             "other_demand_cores": None if demand is None else round(demand, 3),
+            "other_demand_cores_while_training": None if demand_training is None else round(demand_training, 3),
             "serving_share": round(share_got, 3),
             "quota_work_fraction": quota_work,
             "meter_scope": scope,
