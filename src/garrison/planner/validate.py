@@ -331,8 +331,14 @@ def other_demand_cores(record: dict[str, Any], until_s: float | None) -> float |
     whole logical CPUs of the slots were busy beyond garrison's pinned processes (benchmarks/planner_fidelity.py
     `other_cpu`). None where the record has no such periods (runs before the sampler read whole cores)."""
     periods = [p for p in record.get("other_cpu") or [] if until_s is None or p["to_s"] <= until_s]
+    return _mean_cores(periods, 0.0)
+
+
+def _mean_cores(periods: Sequence[dict[str, Any]], min_seconds: float) -> float | None:
+    """Other programs' cores over sampled periods, weighted by their lengths; None where they cover no more than
+    `min_seconds`."""
     seconds = sum(p["to_s"] - p["from_s"] for p in periods)
-    if seconds <= 0:
+    if seconds <= min_seconds:
         return None
     return sum(p["cores"] * (p["to_s"] - p["from_s"]) for p in periods) / seconds
 
@@ -351,10 +357,7 @@ def other_demand_while_training(record: dict[str, Any], calibration: Sequence[di
     start = job["started_s"] + float(record.get("training_start_s") or 0.0) + float(record["control_period_s"])
     end = max(v["completed_s"] for v in calibration)
     periods = [p for p in record.get("other_cpu") or [] if p["from_s"] >= start and p["to_s"] <= end]
-    seconds = sum(p["to_s"] - p["from_s"] for p in periods)
-    if seconds < 3.0:
-        return None
-    return sum(p["cores"] * (p["to_s"] - p["from_s"]) for p in periods) / seconds
+    return _mean_cores(periods, 3.0 - 1e-9)  # at least 3 s
 
 
 def serving_share(record: dict[str, Any], videos: list[dict[str, Any]]) -> float:
