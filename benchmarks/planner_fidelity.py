@@ -11,7 +11,13 @@ extracted record (the test fixture in tests/planner/data/ was made this way); a 
 replays that record. Where the run trained alone both before and after the governed phase, `throughput_error_by_baseline`
 gives the throughput error with each alone phase as the only baseline, next to the pooled one the replay uses.
 
+Several runs of one configuration (`DEMO_DIR|RECORD.json ...`) print one line with each run's errors and the runs
+taken together (`validate.fidelity_over_runs`: the pooled error, the runs' spread and the standard error of their
+mean), beside how far each run's two alone phases trained apart (`validate.alone_phase_spread`): the host's speed
+moving within a run, the floor under any one run's throughput error.
+
 Usage: python benchmarks/planner_fidelity.py DEMO_DIR|RECORD.json [--write-record tests/planner/data/demo_record.json]
+       python benchmarks/planner_fidelity.py RUN1 RUN2 ... (several runs of one configuration)
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from garrison.hardware.cpu import cpu_model_name
-from garrison.planner.validate import RECORD_VERSION, predict_demo
+from garrison.planner.validate import RECORD_VERSION, alone_phase_spread, fidelity_over_runs, predict_demo
 from garrison.store import open_store
 
 
@@ -205,12 +211,49 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     }
 
 
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def over_runs(paths: list[Path]) -> dict[str, Any]:
+    """Several runs of one demo configuration: each run's errors and the runs taken together
+    (`validate.fidelity_over_runs`), with how far each run's two alone phases trained apart (`alone_phase_spread`)."""
+    records = [json.loads(p.read_text()) if p.is_file() else extract_record(p) for p in paths]
+    results = [predict_demo(r, "first_burst") for r in records]
+    spread = [alone_phase_spread(r) for r in records]
+    return {
+        "benchmark": "planner_fidelity",
+        "runs": [
+            {
+                "run": str(p),
+                "relative_error": r["relative_error"],
+                "alone_phase_spread": None if s is None else round(s, 4),
+            }
+            for p, r, s in zip(paths, results, spread, strict=True)
+        ],
+        "over_runs": fidelity_over_runs(results),
+        "runs_whose_alone_phases_differ_over_target": sum(1 for s in spread if s is not None and s > 0.10),
+        "machine": machine(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("demo_dir", type=Path)
+    ap.add_argument("demo_dir", type=Path, nargs="+", help="a demo run folder or record; several: taken together")
     ap.add_argument("--write-record", type=Path, default=None)
     args = ap.parse_args()
-    record = json.loads(args.demo_dir.read_text()) if args.demo_dir.is_file() else extract_record(args.demo_dir)
+    if len(args.demo_dir) > 1:
+        if args.write_record:
+            raise SystemExit("--write-record takes one run")
+        print(json.dumps(over_runs(args.demo_dir)))
+        return
+    demo_dir = args.demo_dir[0]
+    record = json.loads(demo_dir.read_text()) if demo_dir.is_file() else extract_record(demo_dir)
     if args.write_record:
         args.write_record.parent.mkdir(parents=True, exist_ok=True)
         args.write_record.write_text(json.dumps(record, indent=1) + "\n")
@@ -229,12 +272,7 @@ def main() -> None:
                 "calibrated_on_all_videos": {k: in_sample[k] for k in ("predicted", "relative_error", "calibration")},
                 "throughput_error_by_baseline": by_baseline,
                 "target_relative_error": 0.10,
-                "machine": {
-                    "cpu": cpu_model_name(),
-                    "cores": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_avg_1m": round(os.getloadavg()[0], 2),
-                },
+                "machine": machine(),
             }
         )
     )

@@ -722,3 +722,47 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
         "power_mean_w_measured": record.get("power", {}).get("mean_w"),
         "power_limits_measured": [{"t_s": c["t_s"], "watts": c["watts"]} for c in record.get("power_limits", [])],
     }
+
+
+FIGURES = ("latency_mean_s", "joules_per_video", "training_steps_per_s_governed")
+
+
+def alone_phase_spread(record: dict[str, Any]) -> float | None:
+    """How far apart the run's two training-alone phases (before and after the governed one) trained: |before -
+    after| over their mean. The same job on the same core a minute or two apart, so this is the host's own speed
+    moving within a run, which no replay calibrated before the fact can know. None where the run trained alone once."""
+    before, after = record.get("training_steps_per_s_alone_before"), record.get("training_steps_per_s_alone_after")
+    if not before or not after:
+        return None
+    return abs(before - after) / ((before + after) / 2)
+
+
+def fidelity_over_runs(results: Sequence[dict[str, Any]], target: float = 0.10) -> dict[str, Any]:
+    """`predict_demo` results of several runs of one demo, taken together: per figure, the pooled error (the mean
+    predicted over the mean measured, less 1: the replay's bias), the mean and spread of the runs' signed errors with
+    the standard error of their mean, and how many runs were within `target` of their own measurement; and how many
+    were within it on all three figures at once."""
+    if not results:
+        raise ValueError("no runs to pool")
+    out: dict[str, Any] = {"runs": len(results), "target_relative_error": target}
+    within_all = np.ones(len(results), dtype=bool)
+    for name in FIGURES:
+        pairs = [(r["predicted"][name], r["measured"][name]) for r in results]
+        if any(p is None or not m for p, m in pairs):
+            out[name] = None
+            within_all[:] = False
+            continue
+        predicted, measured = np.array(pairs, dtype=float).T
+        signed = predicted / measured - 1.0
+        within = np.abs(signed) <= target
+        within_all &= within
+        sd = float(np.std(signed, ddof=1)) if len(signed) > 1 else 0.0
+        out[name] = {
+            "pooled_error": round(float(predicted.mean() / measured.mean() - 1.0), 4),
+            "mean_signed_error": round(float(signed.mean()), 4),
+            "sd_of_run_errors": round(sd, 4),
+            "standard_error_of_mean": round(sd / math.sqrt(len(signed)), 4),
+            "runs_within_target": int(within.sum()),
+        }
+    out["runs_within_target_on_all"] = int(within_all.sum())
+    return out
