@@ -82,6 +82,11 @@ power limits take effect when the run's did), the worker getting less than its q
 its core, and the training job slowed by them (the training-alone rate is measured before the governed phase and, in
 demo runs since 2026-11-26, after it too, pooled: a drift of the host's speed over the run then cancels to first
 order).
+
+`fidelity_over_runs` takes several runs of one configuration together: the pooled error of each figure (the replay's
+bias) beside the spread of the runs' own errors. The target is read over runs because one run cannot decide it on a
+shared VM: the host's speed moves within a run by as much as the target (`alone_phase_spread`: the two training-alone
+phases of a run, the same job on the same core, more than 10% apart in 6 of 14 demo runs, 2026-11-27).
 """
 
 from __future__ import annotations
