@@ -121,6 +121,12 @@ BOUNDS = {
     # lands on the throttled serving core (docs/measurements.md).
     **{f"demo_record_core_quiet_avx2_cap70_run{i}.json": (0.10, 0.10) for i in (12, 13)},
     "demo_record_core_quiet_avx2_cap70_run14.json": (0.10, 0.13),
+    # Another host (a 2-core Intel Xeon VM with AVX-512, 2026-11-27), the same defaults, three fresh runs (167-191 s
+    # each): 9.1/9.9/18.2, 15.5/9.7/6.2 and 0.8/7.2/6.9 %. Its governed phase trained faster than either alone phase
+    # in all three (alone 0.962 and 1.312 steps/s, governed 1.357; 1.239, 1.394, 1.399; 1.173, 1.230, 1.290).
+    "demo_record_core_quiet_xeon_run1.json": (0.10, 0.10),
+    "demo_record_core_quiet_xeon_run2.json": (0.16, 0.10),
+    "demo_record_core_quiet_xeon_run3.json": (0.10, 0.10),
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
 # drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
@@ -129,6 +135,13 @@ THROUGHPUT_BOUNDS = {
     "demo_record_core_quiet_avx2_run7.json": 0.11,  # alone 0.650, governed 0.723 steps/s
     "demo_record_core_quiet_avx2_bracket_run6.json": 0.12,  # alone 0.711 and 0.776 (pooled 0.742), governed 0.832
     "demo_record_core_quiet_avx2_cap70_run10.json": 0.11,  # alone 0.726 and 0.799 (pooled 0.761), governed 0.852
+    "demo_record_core_quiet_xeon_run1.json": 0.19,  # alone 0.962 and 1.312 (pooled 1.110), governed 1.357
+}
+# Videos' rungs, summed over rungs, by which the replay left to choose them itself may differ from the run's.
+FREE_RUNNING_LEVEL_MOVES = {
+    # two more videos at full quality (12 against 10), on the run whose governed phase trained 22% faster than the
+    # pooled alone rate the replay trains at
+    "demo_record_core_quiet_xeon_run1.json": 4,
 }
 RECORDS = tuple(BOUNDS)
 CORE_RECORDS = tuple(r for r in RECORDS if "core" in r)
@@ -149,7 +162,7 @@ def test_demo_replay_against_the_measured_run(record):
     # The replay runs each video at the rung it ran at; left to itself the governor chose (almost) the same ones.
     assert out["quality_levels_predicted"] == out["quality_levels_measured"]
     predicted, measured = out["free_running"]["quality_levels_predicted"], out["quality_levels_measured"]
-    assert sum(abs(predicted[q] - measured[q]) for q in predicted) <= 2
+    assert sum(abs(predicted[q] - measured[q]) for q in predicted) <= FREE_RUNNING_LEVEL_MOVES.get(record["_file"], 2)
     assert out["relative_error"]["training_steps_per_s_governed"] < THROUGHPUT_BOUNDS.get(record["_file"], 0.10)
     power_error = abs(out["mean_power_w_predicted"] - out["power_mean_w_measured"]) / out["power_mean_w_measured"]
     assert power_error < 0.15
@@ -457,3 +470,17 @@ def test_the_cap70_runs_taken_together_are_within_the_target_and_the_host_moves_
     assert sum(1 for s in spread if s > 0.10) == 6
     assert max(spread) == pytest.approx(0.188, abs=1e-3)  # run 11: 0.776 and 0.643 steps/s
     assert alone_phase_spread({"training_steps_per_s_alone": 0.7}) is None  # trained alone once
+
+
+def test_on_the_xeon_host_the_governed_phase_trained_faster_than_either_alone_phase():
+    """Three runs on a 2-core Intel Xeon VM (2026-11-27): training next to serving ran 0.4-41% faster than alone, in
+    every run against both alone phases, so the replay, which trains at the alone rate, predicts throughput 10.5% low
+    taken together; latency and energy are within the target."""
+    records = [json.loads((DATA / f"demo_record_core_quiet_xeon_run{i}.json").read_text()) for i in (1, 2, 3)]
+    for r in records:
+        governed = r["training_steps_per_s_governed"]
+        assert governed > r["training_steps_per_s_alone_before"] and governed > r["training_steps_per_s_alone_after"]
+    out = fidelity_over_runs([predict_demo(r) for r in records])
+    print(json.dumps(out))
+    assert out["training_steps_per_s_governed"]["pooled_error"] == pytest.approx(-0.105, abs=0.002)
+    assert abs(out["latency_mean_s"]["pooled_error"]) < 0.10 and abs(out["joules_per_video"]["pooled_error"]) < 0.10
