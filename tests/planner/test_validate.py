@@ -121,12 +121,20 @@ BOUNDS = {
     # lands on the throttled serving core (docs/measurements.md).
     **{f"demo_record_core_quiet_avx2_cap70_run{i}.json": (0.10, 0.10) for i in (12, 13)},
     "demo_record_core_quiet_avx2_cap70_run14.json": (0.10, 0.13),
-    # Another host (a 2-core Intel Xeon VM with AVX-512, 2026-11-27), the same defaults, three fresh runs (167-191 s
-    # each): 9.1/9.9/18.2, 15.5/9.7/6.2 and 0.8/7.2/6.9 %. Its governed phase trained faster than either alone phase
-    # in all three (alone 0.962 and 1.312 steps/s, governed 1.357; 1.239, 1.394, 1.399; 1.173, 1.230, 1.290).
+    # Another host (a 2-core Intel Xeon VM with AVX-512, 2026-11-27), the same defaults, eight fresh runs (172-211 s
+    # each): 9.1/9.9/18.2, 15.5/9.7/6.2, 0.8/7.2/6.9, 13.9/6.9/5.3, 14.4/16.0/2.0, 15.5/1.6/10.8, 1.6/6.3/0.8 and
+    # 3.5/10.9/8.0 %. That host runs the demo's first burst fast enough that it holds 0-2 throttled videos (the AVX2
+    # EPYC's about six), so the throttled slot's work per CPU-second rests on one or two videos, or on none (runs 2
+    # and 5: `quota_work_fraction` falls back to 1, and their throttled videos are predicted fast: latency about 15%
+    # low, joules 10-16% low); and its speed moves more within a run (alone phases up to 31% apart).
     "demo_record_core_quiet_xeon_run1.json": (0.10, 0.10),
     "demo_record_core_quiet_xeon_run2.json": (0.16, 0.10),
     "demo_record_core_quiet_xeon_run3.json": (0.10, 0.10),
+    "demo_record_core_quiet_xeon_run4.json": (0.15, 0.10),
+    "demo_record_core_quiet_xeon_run5.json": (0.15, 0.17),
+    "demo_record_core_quiet_xeon_run6.json": (0.16, 0.10),
+    "demo_record_core_quiet_xeon_run7.json": (0.10, 0.10),
+    "demo_record_core_quiet_xeon_run8.json": (0.10, 0.12),
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
 # drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
@@ -136,6 +144,7 @@ THROUGHPUT_BOUNDS = {
     "demo_record_core_quiet_avx2_bracket_run6.json": 0.12,  # alone 0.711 and 0.776 (pooled 0.742), governed 0.832
     "demo_record_core_quiet_avx2_cap70_run10.json": 0.11,  # alone 0.726 and 0.799 (pooled 0.761), governed 0.852
     "demo_record_core_quiet_xeon_run1.json": 0.19,  # alone 0.962 and 1.312 (pooled 1.110), governed 1.357
+    "demo_record_core_quiet_xeon_run6.json": 0.12,  # alone 1.274 and 1.104 (pooled 1.182), governed 1.068
 }
 # Videos' rungs, summed over rungs, by which the replay left to choose them itself may differ from the run's.
 FREE_RUNNING_LEVEL_MOVES = {
@@ -472,15 +481,17 @@ def test_the_cap70_runs_taken_together_are_within_the_target_and_the_host_moves_
     assert alone_phase_spread({"training_steps_per_s_alone": 0.7}) is None  # trained alone once
 
 
-def test_on_the_xeon_host_the_governed_phase_trained_faster_than_either_alone_phase():
-    """Three runs on a 2-core Intel Xeon VM (2026-11-27): training next to serving ran 0.4-41% faster than alone, in
-    every run against both alone phases, so the replay, which trains at the alone rate, predicts throughput 10.5% low
-    taken together; latency and energy are within the target."""
-    records = [json.loads((DATA / f"demo_record_core_quiet_xeon_run{i}.json").read_text()) for i in (1, 2, 3)]
-    for r in records:
-        governed = r["training_steps_per_s_governed"]
-        assert governed > r["training_steps_per_s_alone_before"] and governed > r["training_steps_per_s_alone_after"]
+def test_the_xeon_runs_taken_together_are_within_the_target_though_one_at_a_time_they_are_not():
+    """Eight runs on a 2-core Intel Xeon VM (2026-11-27): taken together latency +1.0%, energy -8.5%, throughput
+    -3.0%; one at a time all three within 10% on two of them, and in six the two alone phases trained more than 10%
+    apart (the host's own speed)."""
+    records = [json.loads((DATA / f"demo_record_core_quiet_xeon_run{i}.json").read_text()) for i in range(1, 9)]
     out = fidelity_over_runs([predict_demo(r) for r in records])
     print(json.dumps(out))
-    assert out["training_steps_per_s_governed"]["pooled_error"] == pytest.approx(-0.105, abs=0.002)
-    assert abs(out["latency_mean_s"]["pooled_error"]) < 0.10 and abs(out["joules_per_video"]["pooled_error"]) < 0.10
+    for name in ("latency_mean_s", "joules_per_video", "training_steps_per_s_governed"):
+        assert abs(out[name]["pooled_error"]) < 0.10
+    assert out["joules_per_video"]["pooled_error"] == pytest.approx(-0.085, abs=0.002)
+    assert out["runs_within_target_on_all"] == 2
+    spread = [alone_phase_spread(r) for r in records]
+    assert sum(1 for s in spread if s > 0.10) == 6
+    assert max(spread) == pytest.approx(0.308, abs=1e-3)  # run 1: 0.962 and 1.312 steps/s

@@ -87,8 +87,7 @@ order).
 bias) beside the spread of the runs' own errors. The target is read over runs because one run cannot decide it on a
 shared VM: the host's speed moves within a run by as much as the target (`alone_phase_spread`: the two training-alone
 phases of a run, the same job on the same core, more than 10% apart in 6 of 14 demo runs on a 2-core AMD EPYC VM,
-2026-11-27). On a 2-core Intel Xeon VM the same day, training next to serving ran faster than either alone phase in
-all three runs (0.4-41%), which a replay that trains at the alone rate predicts 10.5% low taken together.
+2026-11-27; in 6 of 8 on a 2-core Intel Xeon VM the same day, up to 31%).
 """
 
 from __future__ import annotations
