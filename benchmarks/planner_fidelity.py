@@ -26,12 +26,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 from pathlib import Path
 from typing import Any
 
-from garrison.hardware.cpu import cpu_model_name
+from _machine import machine_facts
 from garrison.planner.validate import RECORD_VERSION, alone_phase_spread, fidelity_over_runs, predict_demo
 from garrison.store import open_store
 
@@ -211,15 +210,6 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model_name(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-    }
-
-
 def over_runs(paths: list[Path]) -> dict[str, Any]:
     """Several runs of one demo configuration: each run's errors and the runs taken together
     (`validate.fidelity_over_runs`), with how far each run's two alone phases trained apart (`alone_phase_spread`)."""
@@ -238,7 +228,7 @@ def over_runs(paths: list[Path]) -> dict[str, Any]:
         ],
         "over_runs": fidelity_over_runs(results),
         "runs_whose_alone_phases_differ_over_target": sum(1 for s in spread if s is not None and s > 0.10),
-        "machine": machine(),
+        "machine": machine_facts(),
     }
 
 
@@ -272,7 +262,7 @@ def main() -> None:
                 "calibrated_on_all_videos": {k: in_sample[k] for k in ("predicted", "relative_error", "calibration")},
                 "throughput_error_by_baseline": by_baseline,
                 "target_relative_error": 0.10,
-                "machine": machine(),
+                "machine": machine_facts(),
             }
         )
     )
