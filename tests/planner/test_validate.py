@@ -474,19 +474,23 @@ def test_runs_taken_together_give_the_bias_and_the_spread():
         fidelity_over_runs([])
 
 
+def _taken_together(prefix: str, runs: int) -> tuple[dict, list[float | None]]:
+    """`fidelity_over_runs` over the shipped records `{prefix}{1..runs}.json`, and each run's `alone_phase_spread`."""
+    names = [f"{prefix}{i}.json" for i in range(1, runs + 1)]
+    out = fidelity_over_runs([_replay(name) for name in names])
+    print(json.dumps(out))
+    return out, [alone_phase_spread(json.loads((DATA / name).read_text())) for name in names]
+
+
 def test_the_cap70_runs_taken_together_are_within_the_target_and_the_host_moves_more_than_it_within_runs():
     """The fourteen cap70 runs (the demo's defaults): the replay's bias on each figure is within 10%, while in six
     of them the two training-alone phases, the same job on the same core, trained more than 10% apart."""
-    names = [f"demo_record_core_quiet_avx2_cap70_run{i}.json" for i in range(1, 15)]
-    records = [json.loads((DATA / name).read_text()) for name in names]
-    out = fidelity_over_runs([_replay(name) for name in names])
-    print(json.dumps(out))
+    out, spread = _taken_together("demo_record_core_quiet_avx2_cap70_run", 14)
     for name in FIGURES:
         assert abs(out[name]["pooled_error"]) < 0.10
         assert out[name]["standard_error_of_mean"] < 0.02
     # energy is predicted low (other programs' demand while training; see above): -7.0% with a standard error of 1.3%
     assert -0.09 < out["joules_per_video"]["pooled_error"] < -0.05
-    spread = [alone_phase_spread(r) for r in records]
     assert sum(1 for s in spread if s > 0.10) == 6
     assert max(spread) == pytest.approx(0.188, abs=1e-3)  # run 11: 0.776 and 0.643 steps/s
     assert alone_phase_spread({"training_steps_per_s_alone": 0.7}) is None  # trained alone once
@@ -496,14 +500,10 @@ def test_the_xeon_runs_taken_together_are_within_the_target_though_one_at_a_time
     """Eight runs on a 2-core Intel Xeon VM (2026-11-27): taken together latency +1.0%, energy -8.5%, throughput
     -3.0%; one at a time all three within 10% on two of them, and in six the two alone phases trained more than 10%
     apart (the host's own speed)."""
-    names = [f"demo_record_core_quiet_xeon_run{i}.json" for i in range(1, 9)]
-    records = [json.loads((DATA / name).read_text()) for name in names]
-    out = fidelity_over_runs([_replay(name) for name in names])
-    print(json.dumps(out))
+    out, spread = _taken_together("demo_record_core_quiet_xeon_run", 8)
     for name in FIGURES:
         assert abs(out[name]["pooled_error"]) < 0.10
     assert out["joules_per_video"]["pooled_error"] == pytest.approx(-0.085, abs=0.002)
     assert out["runs_within_target_on_all"] == 2
-    spread = [alone_phase_spread(r) for r in records]
     assert sum(1 for s in spread if s > 0.10) == 6
     assert max(spread) == pytest.approx(0.308, abs=1e-3)  # run 1: 0.962 and 1.312 steps/s
