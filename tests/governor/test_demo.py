@@ -25,7 +25,8 @@ def test_a_small_demo_trains_serves_and_reports(tmp_path):
         train_steps=8,
         train_batch_tokens=256,
         warmup_steps=2,
-        lend_wait_s=2.0,
+        train_after_videos=1,
+        lend_wait_s=60.0,
         grace_period_s=2.0,
         timeout_s=600,
     )
@@ -33,6 +34,8 @@ def test_a_small_demo_trains_serves_and_reports(tmp_path):
     s = result.summary
     assert SUMMARY_KEYS <= set(s)
     assert s["lost_requests"] == 0 and s["videos"] == 4
+    # the job was submitted once the first burst's first video had completed, not at a fixed time
+    assert s["videos_completed_before_training"] >= 1
     assert s["training_steps_per_s_alone"] and s["training_steps_per_s_governed"]
     # the baseline pools the alone runs before and after the governed phase: steps over seconds
     before, after = s["training_steps_per_s_alone_before"], s["training_steps_per_s_alone_after"]

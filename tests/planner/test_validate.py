@@ -137,6 +137,11 @@ BOUNDS = {
     "demo_record_core_quiet_xeon_run6.json": (0.16, 0.10),
     "demo_record_core_quiet_xeon_run7.json": (0.10, 0.10),
     "demo_record_core_quiet_xeon_run8.json": (0.10, 0.12),
+    # The demo's defaults since the end of 2026-11-27: the training job is submitted once five of the first burst's
+    # videos have completed (not at a fixed 12 s), so the first burst holds about five throttled videos on any host.
+    # The same Xeon, eight fresh runs (202-227 s each): 2.3/2.9/4.4, 6.8/2.7/6.1, 0.0/0.5/6.5, 0.0/4.0/15.0,
+    # 6.0/3.0/6.9, 3.8/1.0/13.7, 4.8/1.0/5.6 and 4.2/3.2/16.1 %: latency and energy within 10% on all eight.
+    **{f"demo_record_core_quiet_xeon_after5_run{i}.json": (0.10, 0.10) for i in range(1, 9)},
 }
 # Governed training throughput is predicted at the rate the run measured alone: off by what the machine's speed
 # drifted between the phases (on the AVX2 host 0.650 to 0.769 steps/s alone, run to run; the two alone phases of one
@@ -147,6 +152,9 @@ THROUGHPUT_BOUNDS = {
     "demo_record_core_quiet_avx2_cap70_run10.json": 0.11,  # alone 0.726 and 0.799 (pooled 0.761), governed 0.852
     "demo_record_core_quiet_xeon_run1.json": 0.19,  # alone 0.962 and 1.312 (pooled 1.110), governed 1.357
     "demo_record_core_quiet_xeon_run6.json": 0.12,  # alone 1.274 and 1.104 (pooled 1.182), governed 1.068
+    "demo_record_core_quiet_xeon_after5_run4.json": 0.16,  # alone 1.229 and 0.918 (pooled 1.051), governed 0.914
+    "demo_record_core_quiet_xeon_after5_run6.json": 0.14,  # alone 1.060 and 0.963 (pooled 1.009), governed 1.169
+    "demo_record_core_quiet_xeon_after5_run8.json": 0.17,  # alone 1.158 and 0.993 (pooled 1.069), governed 0.921
 }
 # Videos' rungs, summed over rungs, by which the replay left to choose them itself may differ from the run's.
 FREE_RUNNING_LEVEL_MOVES = {
@@ -343,7 +351,7 @@ def test_on_a_quiet_machine_a_video_is_its_cores_idle_power_plus_its_work_at_the
     demand = loaded["calibration"]["other_demand_cores"]
     if demand is None:  # inferred from joules: these runs' cores were full of other work
         assert quiet_j < 0.8 * loaded_j
-    elif demand > 0.1:  # measured: the other work the first burst saw lands on the throttled serving core
+    elif demand > 0.05:  # measured: the other work the first burst saw lands on the throttled serving core
         assert quiet_j < loaded_j
     else:  # a first burst with next to no other work predicts (nearly) the quiet machine
         assert quiet_j == pytest.approx(loaded_j, rel=0.05)
@@ -507,3 +515,28 @@ def test_the_xeon_runs_taken_together_are_within_the_target_though_one_at_a_time
     assert out["runs_within_target_on_all"] == 2
     assert sum(1 for s in spread if s > 0.10) == 6
     assert max(spread) == pytest.approx(0.308, abs=1e-3)  # run 1: 0.962 and 1.312 steps/s
+
+
+def test_with_throttled_videos_in_the_first_burst_latency_and_energy_are_within_the_target_run_by_run():
+    """Eight runs on the Xeon with the job submitted once five videos have completed (2026-11-27): the first burst
+    holds about five wholly throttled videos, so the throttled slot's work per CPU-second is fitted in every run
+    (0.78-1.00), and latency and energy are within 10% on every run, centred (-0.8% and +0.8% taken together; the
+    fixed-time demo on the same host: +1.0% and -8.5%, with the fraction fitted on one or two videos or none).
+    Training throughput is within 10% taken together (+0.5%) and on five runs of eight; on the other three the host's
+    speed moved within the run by more than the error (alone phases 29% and 15% apart; or the governed phase 10%
+    faster than either alone phase)."""
+    out, spread = _taken_together("demo_record_core_quiet_xeon_after5_run", 8)
+    names = [f"demo_record_core_quiet_xeon_after5_run{i}.json" for i in range(1, 9)]
+    for name in names:
+        record = json.loads((DATA / name).read_text())
+        calibration = _replay(name)["calibration"]
+        wholly = [v for v in calibration_videos(record) if throttled_fraction(record, v) >= 0.9]
+        assert len(wholly) >= 4
+        assert 0.75 < calibration["quota_work_fraction"] < 1.0 + 1e-9
+    for name in ("latency_mean_s", "joules_per_video"):
+        assert out[name]["runs_within_target"] == 8
+        assert abs(out[name]["pooled_error"]) < 0.02
+    throughput = out["training_steps_per_s_governed"]
+    assert abs(throughput["pooled_error"]) < 0.02 and throughput["runs_within_target"] == 5
+    assert out["runs_within_target_on_all"] == 5
+    assert max(spread) == pytest.approx(0.290, abs=1e-3)  # run 4: 1.229 and 0.918 steps/s

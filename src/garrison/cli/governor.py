@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo-out"), help="Folder for the report, summary, store and videos."),
         power_cap_w: float = typer.Option(None, help="Fleet power cap in W (default: one that binds)."),
         first_burst: int = typer.Option(12, help="Videos requested before training starts."),
+        train_after_videos: int = typer.Option(
+            5, help="Submit the training job once this many first-burst videos have completed."
+        ),
         second_burst: int = typer.Option(20, help="Videos requested while training runs."),
         train_steps: int = typer.Option(60, help="Training steps of the demo job."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
@@ -26,14 +29,15 @@ def register(app: typer.Typer) -> None:
         from garrison.governor.demo import DemoConfig, run_demo
         from garrison.governor.state import GovernorConfigError
 
-        if first_burst < 1 or second_burst < 0 or train_steps < 5:
-            fail("need --first-burst >= 1, --second-burst >= 0 and --train-steps >= 5")
+        if first_burst < 1 or second_burst < 0 or train_steps < 5 or train_after_videos < 0:
+            fail("need --first-burst >= 1, --second-burst >= 0, --train-steps >= 5 and --train-after-videos >= 0")
         if power_cap_w is not None and not power_cap_w > 0:
             fail("--power-cap-w must be a positive number of watts")
         cfg = DemoConfig(
             out_dir=out,
             power_cap_w=power_cap_w,
             first_burst=first_burst,
+            train_after_videos=train_after_videos,
             second_burst=second_burst,
             train_steps=train_steps,
         )
