@@ -18,7 +18,7 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
   frames x steps; a first burst's videos mostly share one rung, so the line's fixed part was set by whichever one
   or two videos ran at another rung, while the limit was changing (0 to 0.5 s on the same machine), and every
   degraded video after it inherited that error (a fresh run: latency 94% over). Each part is a median over the
-  four or five calibration videos (the last of them runs while the training process starts). Where the record has
+  calibration videos (the one in flight when the training process starts included). Where the record has
   the samples' readings of the serving slot (`other_cpu`'s `pinned`), its times are also de-rated by the share of
   the core the worker got while they ran at full power (`serving_share`: under a load average of 5, 0.66), and the
   simulated worker gets no more than that share; a worker's start-up time (model loading) comes from the serving
@@ -30,10 +30,12 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
   reads the fleet above its high watermark turns on a few tenths of a watt;
 - a throttled slot burns its whole quota but does less work per CPU-second than a free one
   (`simulation.quota_work_fraction`, fitted per run by `fit_quota_work_fraction` where the run was quiet and its
-  first burst has both a free and wholly throttled videos; 1 elsewhere): on a 2-core AVX2 EPYC 0.72-0.98 of the
-  quota's work (2026-11-26), and taking the quota as the speed put a run's latency 10.6% and joules 16% high;
+  first burst has both free and wholly throttled videos; 1 elsewhere; the demo submits its job once five videos
+  have completed, so since 2026-11-27 a first burst holds about five of each on any host): on a 2-core AVX2 EPYC
+  0.72-0.98 of the quota's work (2026-11-26), on a 2-core Intel Xeon 0.78-1.00 (2026-11-27), and taking the quota
+  as the speed put a run's latency 10.6% and joules 16% high;
 - a power limit set while a video runs slows what is left of it (`simulation.limits_apply_in_flight`: the cgroup
-  quota acts at once); the first burst's last video straddles the cap binding, and before this it ran the rest of
+  quota acts at once); the first burst's video in flight straddles the cap binding, and before this it ran the rest of
   its time at full speed in the replay (2026-11-26: 0.79 s predicted against 1.28 s measured, every later video
   started 0.5 s early);
 - the governor's policies run every control period, as in the demo, each tick at the clock the run's tick read
@@ -46,10 +48,10 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
   A core slot's reading is its quota's share of the core for the time it had work (a quota, not a clip: a slot that
   waited 0.2 s for its next video read 3.4 W, not its 3.6 W limit, and kept the fleet under the high watermark);
   an idle worker takes a request half its poll interval after it arrives (`worker_pickup_s`);
-- each video runs at the rung it ran at in the run (`level_of_request`). Whether the first burst's last video is
-  claimed just before or just after the tick that lowers the quality when training starts is a race of a few hundredths of a second (2026-11-26: claimed 0.03 s
-  before the tick on the machine, 0.05 s after it in the replay) that moves mean joules by 10-20% and every later
-  video's wait; the replay predicts the cost and the queue of the mix the run took, and reports its own free-running
+- each video runs at the rung it ran at in the run (`level_of_request`). Whether the video next in the queue when
+  training starts is claimed just before or just after the tick that lowers the quality is a race of a few
+  hundredths of a second (2026-11-26: claimed 0.03 s before the tick on the machine, 0.05 s after it in the replay)
+  that moves mean joules by 10-20% and every later video's wait; the replay predicts the cost and the queue of the mix the run took, and reports its own free-running
   rung choice (`free_running`) beside it.
 
 Joules per video are predicted as what the demo counts. The serving worker measures each video with the estimate
@@ -151,7 +153,7 @@ def _limit_stretches(
     record: dict[str, Any], device_id: str | None, start_s: float, end_s: float
 ) -> list[tuple[float, float]]:
     """(seconds, power limit in force) for each stretch of `start_s` to `end_s` between the slot's limit changes (the
-    governor changes limits mid-video: the first burst's last videos straddle the cap binding)."""
+    governor changes limits mid-video: a first-burst video straddles the cap binding)."""
     changes = sorted(
         c["t_s"] for c in record.get("power_limits", []) if c["device_id"] == device_id and start_s < c["t_s"] < end_s
     )
@@ -318,7 +320,7 @@ def fit_video_cost(
 ) -> VideoCost:
     """The two parts of a video's time, each from what the videos measured of it, at full speed (their slot's quota
     undone): the generation (`seconds_wall`, the pipeline call) per unit of its work, and the rest of the occupancy,
-    each the median over the videos. Medians, because there are four or five and the last of a first burst runs
+    each the median over the videos. Medians, because there are a few of each kind and one of a first burst runs
     while the training process starts and the cap binds (2026-11-26: its watermarking and signing took 0.33 s against
     0.10-0.16 s for the others, its quota already undone).
 
