@@ -51,8 +51,8 @@ ships in tests/planner/data/). `predict_demo(record)` replays it:
 - each video runs at the rung it ran at in the run (`level_of_request`). Whether the video next in the queue when
   training starts is claimed just before or just after the tick that lowers the quality is a race of a few
   hundredths of a second (2026-11-26: claimed 0.03 s before the tick on the machine, 0.05 s after it in the replay)
-  that moves mean joules by 10-20% and every later video's wait; the replay predicts the cost and the queue of the mix the run took, and reports its own free-running
-  rung choice (`free_running`) beside it.
+  that moves mean joules by 10-20% and every later video's wait; the replay predicts the cost and the queue of the
+  mix the run took, and reports its own free-running rung choice (`free_running`) beside it.
 
 Joules per video are predicted as what the demo counts. The serving worker measures each video with the estimate
 meter (energy/meters.py; this CPU has no RAPL) over the pipeline call only, not over the watermark, encoding and
