@@ -41,6 +41,9 @@ def main() -> None:
         second_burst=args.second_burst,
         train_steps=args.train_steps,
         lend_wait_s=args.lend_wait_s,
+        # training is submitted after --lend-wait-s, not once a few videos are done (the demo's default): the
+        # burst outlasts the lend, so the reclaim drains real work
+        train_after_videos=args.first_burst,
         power_cap_w=args.power_cap_w,
     )
     governed = run_demo(cfg).summary
