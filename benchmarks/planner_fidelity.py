@@ -16,8 +16,12 @@ taken together (`validate.fidelity_over_runs`: the pooled error, the runs' sprea
 mean), beside how far each run's two alone phases trained apart (`validate.alone_phase_spread`): the host's speed
 moving within a run, the floor under any one run's throughput error.
 
+`--other-demand by_phase` replays with other programs' CPU while training taken from the calibration window's
+training part (`validate.predict_demo`), instead of from before the job.
+
 Usage: python benchmarks/planner_fidelity.py DEMO_DIR|RECORD.json [--write-record tests/planner/data/demo_record.json]
        python benchmarks/planner_fidelity.py RUN1 RUN2 ... (several runs of one configuration)
+       [--other-demand before_job|by_phase]
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine_facts
-from garrison.planner.validate import RECORD_VERSION, alone_phase_spread, fidelity_over_runs, predict_demo
+from garrison.planner.validate import (
+    OTHER_DEMAND_MODES,
+    RECORD_VERSION,
+    alone_phase_spread,
+    fidelity_over_runs,
+    predict_demo,
+)
 from garrison.store import open_store
 
 
@@ -210,11 +220,11 @@ def extract_record(demo_dir: Path) -> dict[str, Any]:
     }
 
 
-def over_runs(paths: list[Path]) -> dict[str, Any]:
+def over_runs(paths: list[Path], other_demand: str = "before_job") -> dict[str, Any]:
     """Several runs of one demo configuration: each run's errors and the runs taken together
     (`validate.fidelity_over_runs`), with how far each run's two alone phases trained apart (`alone_phase_spread`)."""
     records = [json.loads(p.read_text()) if p.is_file() else extract_record(p) for p in paths]
-    results = [predict_demo(r, "first_burst") for r in records]
+    results = [predict_demo(r, "first_burst", other_demand) for r in records]
     spread = [alone_phase_spread(r) for r in records]
     return {
         "benchmark": "planner_fidelity",
@@ -227,6 +237,7 @@ def over_runs(paths: list[Path]) -> dict[str, Any]:
             for p, r, s in zip(paths, results, spread, strict=True)
         ],
         "over_runs": fidelity_over_runs(results),
+        "other_demand": other_demand,
         "runs_whose_alone_phases_differ_over_target": sum(1 for s in spread if s is not None and s > 0.10),
         "machine": machine_facts(),
     }
@@ -236,24 +247,33 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("demo_dir", type=Path, nargs="+", help="a demo run folder or record; several: taken together")
     ap.add_argument("--write-record", type=Path, default=None)
+    ap.add_argument(
+        "--other-demand",
+        choices=OTHER_DEMAND_MODES,
+        default="before_job",
+        help="other programs' CPU for videos run while training: from before the job, or from the calibration "
+        "window's training part (by_phase)",
+    )
     args = ap.parse_args()
     if len(args.demo_dir) > 1:
         if args.write_record:
             raise SystemExit("--write-record takes one run")
-        print(json.dumps(over_runs(args.demo_dir)))
+        print(json.dumps(over_runs(args.demo_dir, args.other_demand)))
         return
     demo_dir = args.demo_dir[0]
     record = json.loads(demo_dir.read_text()) if demo_dir.is_file() else extract_record(demo_dir)
     if args.write_record:
         args.write_record.parent.mkdir(parents=True, exist_ok=True)
         args.write_record.write_text(json.dumps(record, indent=1) + "\n")
-    result = predict_demo(record, "first_burst")
-    in_sample = predict_demo(record, "all")
+    result = predict_demo(record, "first_burst", args.other_demand)
+    in_sample = predict_demo(record, "all", args.other_demand)
     by_baseline = {"pooled": result["relative_error"]["training_steps_per_s_governed"]}
     for phase in ("before", "after"):
         if record.get(f"training_steps_per_s_alone_{phase}"):
             alone = {**record, "training_steps_per_s_alone": record[f"training_steps_per_s_alone_{phase}"]}
-            by_baseline[phase] = predict_demo(alone, "first_burst")["relative_error"]["training_steps_per_s_governed"]
+            by_baseline[phase] = predict_demo(alone, "first_burst", args.other_demand)["relative_error"][
+                "training_steps_per_s_governed"
+            ]
     print(
         json.dumps(
             {

@@ -540,3 +540,29 @@ def test_with_throttled_videos_in_the_first_burst_latency_and_energy_are_within_
     assert abs(throughput["pooled_error"]) < 0.02 and throughput["runs_within_target"] == 5
     assert out["runs_within_target_on_all"] == 5
     assert max(spread) == pytest.approx(0.290, abs=1e-3)  # run 4: 1.229 and 0.918 steps/s
+
+
+def test_other_programs_demand_by_phase_centres_the_cap70_energy_and_leaves_the_xeon_runs_within_the_target():
+    """`other_demand="by_phase"` takes other programs' CPU while training from the calibration window's training
+    part. On the fourteen AVX2 cap70 runs (whose throttled core carried 0.08-0.11 cores of it) it moves energy taken
+    together from -7.0% to -3.2%; on the eight Xeon runs whose first burst holds throttled videos, from +0.8% to
+    -1.2%, all eight still within 10%. It is not the default: it puts the earlier AVX2 configurations higher
+    (docs/measurements.md)."""
+    for prefix, runs, before, by_phase in (
+        ("demo_record_core_quiet_avx2_cap70_run", 14, -0.070, -0.032),
+        ("demo_record_core_quiet_xeon_after5_run", 8, 0.008, -0.012),
+    ):
+        records = [json.loads((DATA / f"{prefix}{i}.json").read_text()) for i in range(1, runs + 1)]
+        results = [predict_demo(r, "first_burst", "by_phase") for r in records]
+        assert {r["calibration"]["other_demand_mode"] for r in results} == {"by_phase"}
+        out = fidelity_over_runs(results)
+        default = fidelity_over_runs([_replay(f"{prefix}{i}.json") for i in range(1, runs + 1)])
+        print(prefix, json.dumps(out["joules_per_video"]))
+        assert default["joules_per_video"]["pooled_error"] == pytest.approx(before, abs=0.002)
+        assert out["joules_per_video"]["pooled_error"] == pytest.approx(by_phase, abs=0.002)
+        # latency and throughput do not depend on what the meter counts
+        for name in ("latency_mean_s", "training_steps_per_s_governed"):
+            assert out[name] == default[name]
+    assert out["joules_per_video"]["runs_within_target"] == 8
+    with pytest.raises(ValueError, match="other_demand"):
+        predict_demo(records[0], "first_burst", "after_job")

@@ -468,8 +468,18 @@ def relative_errors(predicted: dict[str, Any], measured: dict[str, Any]) -> dict
     return out
 
 
-def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> dict[str, Any]:
-    """Predicted against measured figures of a demo run (see the module docstring)."""
+OTHER_DEMAND_MODES = ("before_job", "by_phase")
+
+
+def predict_demo(
+    record: dict[str, Any], calibrate_on: str = "first_burst", other_demand: str = "before_job"
+) -> dict[str, Any]:
+    """Predicted against measured figures of a demo run (see the module docstring). `other_demand`: other programs'
+    CPU taken from before the job for every video (`before_job`, the default), or, for the videos the replay runs
+    while training does, from the calibration window's training part where it has one (`by_phase`:
+    `other_demand_while_training`; an alternative under evaluation, see docs/measurements.md)."""
+    if other_demand not in OTHER_DEMAND_MODES:
+        raise ValueError(f"other_demand is one of {OTHER_DEMAND_MODES}, got {other_demand!r}")
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"demo record version {record.get('version')!r}; this planner reads {RECORD_VERSION}")
     calib = calibration_videos(record, calibrate_on)
@@ -643,7 +653,10 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
                 others = share * max(cores - fleet, 0.0)
             else:
                 machine_free = machine_cores(record) - cpu_used - training
-                others = others_on_metered_cores(demand, max(cores - fleet, 0.0), machine_free)
+                phase_demand = demand
+                if other_demand == "by_phase" and training and demand_training is not None:
+                    phase_demand = demand_training
+                others = others_on_metered_cores(phase_demand, max(cores - fleet, 0.0), machine_free)
             joules_pred[i] = meter_w(cores, fleet + others) * window
         governed_pred = None
         if sim_job.finished_s is not None and sim_job.started_s is not None:
@@ -714,6 +727,7 @@ def predict_demo(record: dict[str, Any], calibrate_on: str = "first_burst") -> d
             "other_demand_cores_while_training": None if demand_training is None else round(demand_training, 3),
             "serving_share": round(share_got, 3),
             "quota_work_fraction": quota_work,
+            "other_demand_mode": other_demand,
             "meter_scope": scope,
             "metered_cores": cores,
             "machine_cores": machine_cores(record),
