@@ -354,11 +354,12 @@ def _mean_cores(periods: Sequence[dict[str, Any]], min_seconds: float) -> float 
 def other_demand_while_training(record: dict[str, Any], calibration: Sequence[dict[str, Any]]) -> float | None:
     """Other programs' CPU demand, in cores, over the sampled periods of the calibration window in which the
     training process ran (from a control period after it started to the last calibration video's end). Reported
-    beside `other_demand_cores` (taken before the job), not used by the replay: on the ten cap70 records of
-    2026-11-27 it read 0.079-0.114 cores against 0.028-0.043 before the job, and the rest of the job then ran at
-    0.083-0.103, so the throttled serving core, where that work lands once the training core is full, read 2.93-3.10 W
-    against its 2.6 W limit; replaying with it centred those runs' energy but put the earlier demo configurations
-    further off (docs/measurements.md, "Planner fidelity against demo runs"). None: no such periods, or under 3 s."""
+    beside `other_demand_cores` (taken before the job), used by the replay only with `other_demand="by_phase"`: on
+    the ten cap70 records of 2026-11-27 it read 0.079-0.114 cores against 0.028-0.043 before the job, and the rest of
+    the job then ran at 0.083-0.103, so the throttled serving core, where that work lands once the training core is
+    full, read 2.93-3.10 W against its 2.6 W limit; replaying with it centred those runs' energy but put the earlier
+    demo configurations further off (docs/measurements.md, "Planner fidelity against demo runs"). None: no such
+    periods, or under 3 s."""
     job = record["job"]
     if not calibration or job.get("started_s") is None:
         return None
