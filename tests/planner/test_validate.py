@@ -482,9 +482,14 @@ def test_runs_taken_together_give_the_bias_and_the_spread():
         fidelity_over_runs([])
 
 
+def _names(prefix: str, runs: int) -> list[str]:
+    """The shipped records `{prefix}{1..runs}.json`: the runs of one configuration."""
+    return [f"{prefix}{i}.json" for i in range(1, runs + 1)]
+
+
 def _taken_together(prefix: str, runs: int) -> tuple[dict, list[float | None]]:
     """`fidelity_over_runs` over the shipped records `{prefix}{1..runs}.json`, and each run's `alone_phase_spread`."""
-    names = [f"{prefix}{i}.json" for i in range(1, runs + 1)]
+    names = _names(prefix, runs)
     out = fidelity_over_runs([_replay(name) for name in names])
     print(json.dumps(out))
     return out, [alone_phase_spread(json.loads((DATA / name).read_text())) for name in names]
@@ -526,8 +531,7 @@ def test_with_throttled_videos_in_the_first_burst_latency_and_energy_are_within_
     speed moved within the run by more than the error (alone phases 29% and 15% apart; or the governed phase 10%
     faster than either alone phase)."""
     out, spread = _taken_together("demo_record_core_quiet_xeon_after5_run", 8)
-    names = [f"demo_record_core_quiet_xeon_after5_run{i}.json" for i in range(1, 9)]
-    for name in names:
+    for name in _names("demo_record_core_quiet_xeon_after5_run", 8):
         record = json.loads((DATA / name).read_text())
         calibration = _replay(name)["calibration"]
         wholly = [v for v in calibration_videos(record) if throttled_fraction(record, v) >= 0.9]
@@ -552,11 +556,12 @@ def test_other_programs_demand_by_phase_centres_the_cap70_energy_and_leaves_the_
         ("demo_record_core_quiet_avx2_cap70_run", 14, -0.070, -0.032),
         ("demo_record_core_quiet_xeon_after5_run", 8, 0.008, -0.012),
     ):
-        records = [json.loads((DATA / f"{prefix}{i}.json").read_text()) for i in range(1, runs + 1)]
+        names = _names(prefix, runs)
+        records = [json.loads((DATA / name).read_text()) for name in names]
         results = [predict_demo(r, "first_burst", "by_phase") for r in records]
         assert {r["calibration"]["other_demand_mode"] for r in results} == {"by_phase"}
         out = fidelity_over_runs(results)
-        default = fidelity_over_runs([_replay(f"{prefix}{i}.json") for i in range(1, runs + 1)])
+        default = fidelity_over_runs([_replay(name) for name in names])
         print(prefix, json.dumps(out["joules_per_video"]))
         assert default["joules_per_video"]["pooled_error"] == pytest.approx(before, abs=0.002)
         assert out["joules_per_video"]["pooled_error"] == pytest.approx(by_phase, abs=0.002)
